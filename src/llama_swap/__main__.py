@@ -1,0 +1,5 @@
+"""Allow ``python -m llama_swap``."""
+
+from llama_swap.cli import main
+
+raise SystemExit(main())
