@@ -1,0 +1,59 @@
+"""Prometheus metrics, per model. Each service instance owns its registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from llama_swap.process import ProcessState
+
+_SWAP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The service's counters; updates cost about a microsecond, so they stay on the hot path."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, models: list[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "llamaswap_requests", "Proxied requests by model, path and status.",
+            ("model", "path", "status"), registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "llamaswap_request_duration_seconds", "Time from request to the end of the response.",
+            ("model",), buckets=_REQUEST_BUCKETS, registry=self.registry,
+        )
+        self.swaps = Counter(
+            "llamaswap_swaps", "Model starts (swaps) by model and outcome.", ("model", "outcome"), registry=self.registry
+        )
+        self.swap_seconds = Histogram(
+            "llamaswap_swap_duration_seconds", "Time to stop what must make room and start a model until healthy.",
+            ("model",), buckets=_SWAP_BUCKETS, registry=self.registry,
+        )
+        self.state = Gauge(
+            "llamaswap_model_state", "1 for the state each model is in.", ("model", "state"), registry=self.registry
+        )
+        self.running = Gauge("llamaswap_running_models", "Models whose upstream is alive.", registry=self.registry)
+        self._alive: set[str] = set()
+        for model in models:
+            self.set_state(model, ProcessState.STOPPED)
+
+    def set_state(self, model: str, state: ProcessState) -> None:
+        for s in ProcessState:
+            self.state.labels(model, s.value).set(1 if s is state else 0)
+        if state is ProcessState.STOPPED or state is ProcessState.FAILED:
+            self._alive.discard(model)
+        else:
+            self._alive.add(model)
+        self.running.set(len(self._alive))
+
+    def swap_done(self, model: str, seconds: float, ok: bool) -> None:
+        self.swaps.labels(model, "ok" if ok else "failed").inc()
+        if ok:
+            self.swap_seconds.labels(model).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,335 @@
+"""One upstream inference server: spawn, health-check, stop escalation, crash detection.
+
+A `ModelProcess` owns its child process and state. `start` and `stop` are serialised
+by one lock, so a stop requested during a start waits for (or, when the caller cancels
+the start, follows) it — never two processes for one model. The child runs in its own
+process group (so a wrapper script's children are signalled too), receives SIGKILL if
+the service dies (parent-death signal) and is registered with the `Reaper`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import time
+from collections import deque
+from enum import StrEnum
+from typing import Callable
+
+import aiohttp
+
+from llama_swap.config import ModelConfig
+from llama_swap.reaper import Reaper
+
+log = logging.getLogger("llama_swap.process")
+upstream_log = logging.getLogger("llama_swap.upstream")
+
+OUTPUT_LINES = 1000  # lines of upstream output kept per model
+TAIL_LINES = 10  # lines of output quoted in a start error
+FIRST_POLL = 0.01  # seconds before the first health poll
+MAX_POLL = 0.04  # poll interval cap: a model is served within ~50 ms of being healthy
+POLL_TIMEOUT = 2.0  # each health GET gets its own short timeout
+ABORT_GRACE = 5.0  # graceful window when a failed or aborted start is torn down
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ProcessState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+class StartError(Exception):
+    """The upstream could not be started; the message says why and quotes its output."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the service's thread dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while the process group has a member that is not a zombie."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class ModelProcess:
+    """The lifecycle of one model's upstream server."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        health_check_timeout: int,
+        session: aiohttp.ClientSession,
+        reaper: Reaper | None = None,
+        on_state: Callable[[str, ProcessState], None] | None = None,
+        on_crash: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.health_check_timeout = health_check_timeout
+        self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self.last_error: str | None = None
+        self._session = session
+        self._reaper = reaper
+        self._on_state = on_state
+        self._on_crash = on_crash
+        self._state = ProcessState.STOPPED
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stop_requested = False
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def state(self) -> ProcessState:
+        return self._state
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def base_url(self) -> str:
+        return self.config.proxy.rstrip("/")
+
+    def tail(self, lines: int = TAIL_LINES) -> list[str]:
+        return list(self.output)[-lines:]
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Spawn the upstream and wait until it is healthy. Idempotent when ready."""
+        async with self._lock:
+            if self._state is ProcessState.READY:
+                return
+            self._set_state(ProcessState.STARTING)
+            started = time.monotonic()
+            try:
+                await self._spawn()
+                await self._wait_healthy()
+            except BaseException as exc:
+                if self._proc is not None:
+                    await asyncio.shield(self._terminate(ABORT_GRACE))
+                if isinstance(exc, StartError):
+                    self.last_error = str(exc)
+                    self._set_state(ProcessState.FAILED)
+                else:
+                    self._set_state(ProcessState.STOPPED)
+                raise
+            self.last_error = None
+            self._set_state(ProcessState.READY)
+            self._watcher = asyncio.create_task(self._watch_exit())
+            log.info("[%s] ready after %.3fs (pid %s)", self.id, time.monotonic() - started, self.pid)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully (cmdStop or SIGTERM to the group), SIGKILL after ``grace`` s."""
+        async with self._lock:
+            if self._proc is None:
+                if self._state is ProcessState.FAILED:
+                    self._set_state(ProcessState.STOPPED)
+                return
+            self._set_state(ProcessState.STOPPING)
+            await asyncio.shield(self._terminate(self.config.unload_timeout if grace is None else grace))
+            self._set_state(ProcessState.STOPPED)
+
+    # ----------------------------------------------------------------- details
+    async def _spawn(self) -> None:
+        argv = self.config.argv
+        env = {**os.environ, **self.config.env_map}
+        self.output.clear()
+        self._stop_requested = False
+        log.info("[%s] starting: %s", self.id, " ".join(argv))
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise StartError(f"failed to start command '{argv[0]}': {exc.strerror or exc}") from exc
+        if self._reaper is not None:
+            self._reaper.track(self._proc.pid)
+        self._reader = asyncio.create_task(self._read_output(self._proc))
+
+    async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
+        """Drain the child's output line by line (a full pipe would block the upstream)."""
+        assert proc.stdout is not None
+        pending = b""
+        while chunk := await proc.stdout.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                self._emit(raw)
+        if pending:
+            self._emit(pending)
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        self.output.append(line)
+        upstream_log.info("[%s] %s", self.id, line)
+
+    async def _wait_healthy(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            if self.config.check_url is None:
+                return
+            deadline = time.monotonic() + self.health_check_timeout
+            interval = FIRST_POLL
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartError(
+                        f"upstream health check timed out after {self.health_check_timeout}s", timed_out=True
+                    )
+                await asyncio.wait({exited}, timeout=min(interval, remaining))
+                if exited.done():
+                    raise StartError(await self._exit_message(proc))
+                probe = asyncio.ensure_future(self._probe(min(POLL_TIMEOUT, deadline - time.monotonic())))
+                await asyncio.wait({probe, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if exited.done():
+                    probe.cancel()
+                    raise StartError(await self._exit_message(proc))
+                if probe.result():
+                    return
+                interval = min(interval * 1.5, MAX_POLL)
+        finally:
+            exited.cancel()
+
+    async def _probe(self, timeout: float) -> bool:
+        assert self.config.check_url is not None
+        try:
+            async with self._session.get(
+                self.config.check_url, timeout=aiohttp.ClientTimeout(total=max(timeout, 0.01))
+            ) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def _exit_message(self, proc: asyncio.subprocess.Process) -> str:
+        code = await proc.wait()
+        if self._reader is not None:  # collect the last lines it printed
+            await asyncio.wait({self._reader}, timeout=0.5)
+        tail = "\n".join(self.tail())
+        message = f"upstream command exited with code {code} before becoming ready"
+        return f"{message}; last output:\n{tail}" if tail else message
+
+    async def _watch_exit(self) -> None:
+        """Notice an upstream that dies on its own while ready."""
+        proc = self._proc
+        assert proc is not None
+        code = await proc.wait()
+        async with self._lock:
+            if self._stop_requested or self._proc is not proc:
+                return
+            log.warning("[%s] upstream exited unexpectedly with code %s", self.id, code)
+            self.last_error = f"upstream exited unexpectedly with code {code}"
+            await self._terminate(0)
+            self._set_state(ProcessState.STOPPED)
+        if self._on_crash is not None:
+            self._on_crash(self.id)
+
+    async def _terminate(self, grace: float) -> None:
+        """Graceful stop of the whole group, then SIGKILL; always reaps."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._stop_requested = True
+        pgid = proc.pid
+        if proc.returncode is None and grace > 0:
+            await self._ask_to_stop(proc)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (proc.returncode is None or _group_alive(pgid)):
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=0.05)
+            except asyncio.TimeoutError:
+                pass
+        _killpg(pgid, signal.SIGKILL)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        if self._reader is not None:
+            await asyncio.wait({self._reader}, timeout=1.0)
+            self._reader.cancel()
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
+        if self._reaper is not None:
+            self._reaper.forget(pgid)
+        self._proc = None
+        log.info("[%s] stopped (pid %s, exit code %s)", self.id, pgid, proc.returncode)
+
+    async def _ask_to_stop(self, proc: asyncio.subprocess.Process) -> None:
+        """cmdStop with ${PID} substituted if configured, else SIGTERM to the group."""
+        stop_argv = [arg.replace("${PID}", str(proc.pid)) for arg in self.config.stop_argv]
+        if not stop_argv:
+            _killpg(proc.pid, signal.SIGTERM)
+            return
+        try:
+            stopper = await asyncio.create_subprocess_exec(
+                *stop_argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **self.config.env_map},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.warning("[%s] cmdStop failed (%s); sending SIGTERM", self.id, exc)
+            _killpg(proc.pid, signal.SIGTERM)
+            return
+        asyncio.ensure_future(stopper.wait())  # reaped in the background; never blocks a stop
+
+    def _set_state(self, state: ProcessState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        if self._on_state is not None:
+            self._on_state(self.id, state)

@@ -1,0 +1,127 @@
+"""The hot path: send a request to an upstream and stream its answer back, unbuffered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+log = logging.getLogger("llama_swap.proxy")
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) plus those the client library must set itself.
+# `expect` is dropped because forwarding `Expect: 100-continue` hangs the upstream call.
+_REQUEST_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "host",
+        "content-length",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream failed before sending a response (connection refused or reset)."""
+
+
+def make_session() -> aiohttp.ClientSession:
+    """One pooled client for all upstreams: no total timeout (generations can be long)."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=_NO_AUTO_HEADERS,
+    )
+
+
+def _request_headers(request: web.Request) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        if name.lower() not in _REQUEST_DROP:
+            headers.add(name, value)
+    peer = request.remote
+    if peer:
+        previous = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
+    return headers
+
+
+def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        if name.lower() not in _RESPONSE_DROP:
+            headers.add(name, value)
+    if upstream.content_type == "text/event-stream":
+        headers["X-Accel-Buffering"] = "no"  # tell nginx & co. not to buffer the stream
+    return headers
+
+
+async def forward(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    model: str,
+) -> web.StreamResponse:
+    """Proxy ``request`` (with ``body`` already read) to ``url``; stream the answer back.
+
+    Raises `UpstreamUnavailable` if the upstream fails before answering. If it dies
+    mid-answer, an SSE stream gets a final error event (the `openai` client raises
+    it); other bodies are cut short, which the client sees as a truncated response.
+    A client that disconnects cancels this handler, which closes the upstream call.
+    """
+    try:
+        upstream_cm = session.request(
+            request.method,
+            url,
+            headers=_request_headers(request),
+            data=body if body else None,
+            allow_redirects=False,
+            compress=None,
+        )
+        upstream = await upstream_cm.__aenter__()
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise UpstreamUnavailable(f"upstream '{model}' did not answer: {exc or type(exc).__name__}") from exc
+    try:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            log.warning("[%s] upstream broke off its response: %s", model, exc)
+            if upstream.content_type != "text/event-stream":
+                if request.transport is not None:
+                    request.transport.close()  # the client sees a truncated body, not a complete one
+                return response
+            await response.write(_sse_error(f"upstream '{model}' stopped in the middle of the response"))
+        await response.write_eof()
+        return response
+    finally:
+        await upstream_cm.__aexit__(None, None, None)
+
+
+def _sse_error(message: str) -> bytes:
+    payload = {"error": {"message": message, "type": "server_error", "code": 502}}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

@@ -1,0 +1,173 @@
+"""Drives the pure scheduler against real processes: the only routing code with effects."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from llama_swap.process import ModelProcess, ProcessState, StartError
+from llama_swap.routing.policy import EvictionPolicy
+from llama_swap.routing.scheduler import (
+    AbortStart,
+    Action,
+    Fail,
+    Grant,
+    Scheduler,
+    StartSwap,
+    StopModel,
+)
+
+log = logging.getLogger("llama_swap.router")
+
+
+class RouteError(Exception):
+    """A request cannot be served; ``status`` and message go to the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A granted request: the ready process to talk to, until `Router.release`."""
+
+    req: int
+    process: ModelProcess
+
+
+SwapObserver = Callable[[str, float, bool], None]
+
+
+class Router:
+    """Admits requests, starts and stops processes as the scheduler decides."""
+
+    def __init__(
+        self,
+        processes: dict[str, ModelProcess],
+        policy: EvictionPolicy,
+        *,
+        limits: dict[str, int] | None = None,
+        on_swap: SwapObserver | None = None,
+    ) -> None:
+        self.processes = processes
+        self._scheduler = Scheduler(processes, policy, limits=limits)
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._starts: dict[str, asyncio.Task[None]] = {}
+        self._stops: dict[str, asyncio.Task[None]] = {}
+        self._on_swap = on_swap
+        self._unload_reason = "model unloaded"
+
+    # ------------------------------------------------------------------ public
+    async def acquire(self, model: str, *, counted: bool = True) -> Lease:
+        """Wait until ``model`` is ready and may serve this request (raises `RouteError`)."""
+        req = next(self._ids)
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[req] = granted
+        try:
+            self._apply(self._scheduler.request(req, model, counted=counted))
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                self._apply(self._scheduler.finished(req))
+            else:
+                self._apply(self._scheduler.cancel(req))
+            raise
+        finally:
+            self._waiting.pop(req, None)
+        return Lease(req, self.processes[model])
+
+    def release(self, lease: Lease) -> None:
+        """The granted request is over (answered, failed or abandoned)."""
+        self._apply(self._scheduler.finished(lease.req))
+
+    def crashed(self, model: str) -> None:
+        """Called by a process that died on its own while ready."""
+        self._apply(self._scheduler.exited(model))
+
+    async def unload(self, models: Iterable[str]) -> None:
+        """Stop ``models``; clients waiting for them get an error. Returns when all stopped."""
+        models = list(models)
+        self._apply(self._scheduler.unload(models, "model unloaded"))
+        await self._settle(models)
+
+    async def shutdown(self) -> None:
+        """Fail waiting clients and stop every upstream in parallel."""
+        self._apply(self._scheduler.shutdown())
+        await self._settle(self.processes)
+        await asyncio.gather(*(p.stop() for p in self.processes.values()), return_exceptions=True)
+
+    def running(self) -> list[str]:
+        """Models whose upstream process is alive, sorted."""
+        return sorted(m for m, p in self.processes.items() if p.pid is not None)
+
+    # ----------------------------------------------------------------- effects
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Grant):
+                self._resolve(action.req, None)
+            elif isinstance(action, Fail):
+                self._resolve(action.req, RouteError(action.status, action.message))
+            elif isinstance(action, StartSwap):
+                self._starts[action.target] = asyncio.create_task(self._swap(action.target, action.evict))
+            elif isinstance(action, StopModel):
+                self._stops[action.model] = asyncio.create_task(self._stop(action.model))
+            elif isinstance(action, AbortStart):
+                task = self._starts.get(action.model)
+                if task is not None:
+                    task.cancel()
+
+    def _resolve(self, req: int, error: RouteError | None) -> None:
+        future = self._waiting.get(req)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    async def _swap(self, target: str, evict: frozenset[str]) -> None:
+        started = time.monotonic()
+        process = self.processes[target]
+        error: str | None = None
+        status = 503
+        try:
+            if evict:
+                log.info("swapping: stopping %s to start %s", ", ".join(sorted(evict)), target)
+                await asyncio.gather(*(self.processes[m].stop() for m in evict))
+            await process.start()
+        except StartError as exc:
+            error = str(exc)
+            log.error("[%s] failed to start: %s", target, error)
+        except asyncio.CancelledError:
+            error = f"model '{target}' was unloaded before it became ready"
+        except Exception as exc:  # a bug must not wedge the model: report it to the waiters
+            log.exception("[%s] unexpected error while starting", target)
+            error, status = f"unexpected error while starting '{target}': {exc}", 500
+        finally:
+            self._starts.pop(target, None)
+        if self._on_swap is not None:
+            self._on_swap(target, time.monotonic() - started, error is None)
+        self._apply(self._scheduler.swap_done(target, error, status))
+
+    async def _stop(self, model: str) -> None:
+        try:
+            await self.processes[model].stop()
+        finally:
+            self._stops.pop(model, None)
+            self._apply(self._scheduler.stopped(model))
+
+    async def _settle(self, models: Iterable[str]) -> None:
+        """Wait for the starts and stops in flight for ``models`` to finish."""
+        tasks = [t for m in models for t in (self._starts.get(m), self._stops.get(m)) if t is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def state(self, model: str) -> ProcessState:
+        return self.processes[model].state

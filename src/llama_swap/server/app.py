@@ -1,0 +1,69 @@
+"""The aiohttp application: one route table; inference → router → proxy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from llama_swap import __version__
+from llama_swap.config import Config
+from llama_swap.server import manage
+from llama_swap.server.docs import add_docs_routes
+from llama_swap.server.errors import HTTPError, error_response
+from llama_swap.server.inference import SERVICE, handle_model_request
+from llama_swap.server.service import Service
+
+log = logging.getLogger("llama_swap.server")
+
+MAX_BODY = 1 << 30  # images and audio are large; the default 1 MiB would refuse them
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error the service itself produces is JSON; a bug answers 500, never crashes."""
+    try:
+        return await handler(request)
+    except HTTPError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPRedirection:
+        raise
+    except web.HTTPException as exc:
+        return error_response(exc.status, exc.reason if exc.status != 413 else f"request body too large: {exc.text}")
+    except (ConnectionResetError, ConnectionError):
+        raise  # the client went away; nothing to answer
+    except Exception as exc:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def _to_docs(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/swagger/")
+
+
+def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
+    """The service as an aiohttp app; the `Service` lives from start-up to cleanup."""
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY, handler_args={})
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        service = Service(config, use_reaper=use_reaper)
+        app[SERVICE] = service
+        yield
+        await service.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/", _to_docs)
+    app.router.add_get("/health", manage.health)
+    app.router.add_get("/running", manage.running)
+    app.router.add_get("/v1/models", manage.list_models)
+    app.router.add_get("/models", manage.list_models)
+    app.router.add_get("/unload", manage.unload_all_get)
+    app.router.add_post("/api/models/unload", manage.unload_all_post)
+    app.router.add_get("/metrics", manage.metrics)
+    app.router.add_route("*", "/upstream/{tail:.+}", manage.upstream)
+    add_docs_routes(app, __version__)
+    app.router.add_route("*", "/{tail:.*}", handle_model_request)
+    return app

@@ -1,0 +1,88 @@
+"""Inference requests: find the model, get it ready through the router, proxy the request."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from llama_swap.proxy import UpstreamUnavailable, forward
+from llama_swap.routing.router import RouteError
+from llama_swap.server.errors import HTTPError
+from llama_swap.server.extract import model_from_body, model_from_query
+from llama_swap.server.service import Service
+
+# Known inference paths: the only values used as the `path` metrics label (bounded
+# cardinality), and the `/upstream/` sub-paths that count toward a model's concurrency limit.
+INFERENCE_PATHS = frozenset(
+    {
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking",
+        "/rerank", "/reranking", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+        "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/voices", "/v1/images/generations",
+        "/v1/images/edits", "/infill", "/completion", "/completions", "/chat/completions", "/embedding",
+        "/embeddings", "/tokenize", "/detokenize", "/apply-template", "/sdapi/v1/txt2img",
+        "/sdapi/v1/img2img", "/props", "/slots",
+    }
+)
+
+SERVICE = web.AppKey("service", Service)
+
+
+async def handle_model_request(request: web.Request) -> web.StreamResponse:
+    """Any request outside the management API: routed by the model it names."""
+    service = request.app[SERVICE]
+    body = await request.read()
+    name = model_from_body(request.headers.get("Content-Type", ""), body) or model_from_query(request.query)
+    if name is None:
+        if body:
+            raise HTTPError(400, "missing 'model' field in request body")
+        name = _the_running_model(service, request)
+    model = service.resolve(name)
+    return await serve(request, service, model.id, request.raw_path, body, path=request.path, counted=True)
+
+
+async def serve(
+    request: web.Request,
+    service: Service,
+    model: str,
+    path_qs: str,
+    body: bytes,
+    *,
+    path: str,
+    counted: bool,
+) -> web.StreamResponse:
+    """Acquire ``model`` (starting or swapping as needed), proxy, and account for it."""
+    started = time.perf_counter()
+    status = 499  # client went away before an answer; replaced below
+    try:
+        try:
+            lease = await service.router.acquire(model, counted=counted)
+        except RouteError as exc:
+            status = exc.status
+            raise HTTPError(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 429 else None) from exc
+        try:
+            response = await forward(request, service.session, lease.process.base_url + path_qs, body, model=model)
+            status = response.status
+            return response
+        except UpstreamUnavailable as exc:
+            status = 502
+            raise HTTPError(502, str(exc)) from exc
+        finally:
+            service.router.release(lease)
+    finally:
+        label = path if path in INFERENCE_PATHS else "other"
+        service.metrics.requests.labels(model, label, str(status)).inc()
+        service.metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
+
+
+def _the_running_model(service: Service, request: web.Request) -> str:
+    """A request naming no model (e.g. `GET /slots`) goes to the one running model."""
+    running = service.router.running()
+    if len(running) == 1:
+        return running[0]
+    where = "none is running" if not running else f"{len(running)} are running: {', '.join(running)}"
+    raise HTTPError(
+        400,
+        f"no model specified for {request.method} {request.path}: add ?model=<id> "
+        f"(or a 'model' field in the body); {where}",
+    )
