@@ -1,0 +1,270 @@
+"""Macros: `${env.X}` on the raw text, then user macros, `${MODEL_ID}` and `${PORT}` on the tree.
+
+Expansion runs on the untyped YAML tree, before typed validation, so a value that is exactly
+`${x}` can keep the macro's native type (`port: ${PORT}` in metadata stays an int) and so an
+integer field such as `ttl: ${idle}` validates as an integer.
+"""
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from llama_swap.config.command import strip_comment_lines
+from llama_swap.config.schema import DEFAULT_PROXY, KeyPath, PathError
+
+Scalar = str | int | float | bool
+Scope = dict[str, Scalar]
+
+DEFAULT_START_PORT = 5800
+MAX_NAME_LENGTH = 63
+RESERVED = frozenset({"PORT", "PID", "MODEL_ID"})
+PORT_REF = "${PORT}"
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_REF = re.compile(r"\$\{([A-Za-z0-9_-]+)\}")
+_LEFTOVER = re.compile(r"\$\{(env\.[A-Za-z_][A-Za-z0-9_]*|[A-Za-z0-9_-]+)\}")
+_ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+_BLOCK_SCALAR_START = re.compile(r"(?:^|\s)[|>][-+0-9]*$")
+_QUOTE_OPENERS = " \t[{,:-'"
+
+
+# --- ${env.NAME}: plain text substitution before YAML parsing --------------------------
+
+
+def substitute_env(text: str, environ: Mapping[str, str]) -> str:
+    """Replace `${env.NAME}` outside YAML comments; an unset variable is an error.
+
+    Done on the text so it works anywhere, flow lists included. Values are escaped for the
+    quoting they land in, and values with line breaks or NUL are refused.
+    """
+    out: list[str] = []
+    block_indent: int | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        indent = len(line) - len(line.lstrip())
+        if block_indent is not None and (not line.strip() or indent > block_indent):
+            out.append(_substitute_env_line(line, number, environ))
+            continue
+        code, comment = _split_comment(line)
+        block_indent = indent if _BLOCK_SCALAR_START.search(code.rstrip()) else None
+        out.append(_substitute_env_line(code, number, environ) + comment)
+    return "\n".join(out)
+
+
+def _substitute_env_line(code: str, number: int, environ: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = environ.get(name)
+        if value is None:
+            message = f"environment variable {name} is not set (used as {match.group(0)})"
+            raise PathError((), message, line=number)
+        if any(char in value for char in "\n\r\0"):
+            raise PathError((), f"environment variable {name} contains a line break or NUL",
+                            line=number)
+        return _escape(value, _quote_at(code, match.start()))
+
+    return _ENV_REF.sub(replace, code)
+
+
+def _escape(value: str, quote: str | None) -> str:
+    if quote == '"':
+        return value.replace("\\", "\\\\").replace('"', '\\"')
+    if quote == "'":
+        return value.replace("'", "''")
+    return value
+
+
+def _scan(line: str) -> Iterator[tuple[int, str | None]]:
+    """Yield each index of a YAML line with the quote open just before it (None if none)."""
+    quote: str | None = None
+    previous = " "
+    escaped = False
+    for index, char in enumerate(line):
+        yield index, quote
+        if quote is None and char in "'\"" and previous in _QUOTE_OPENERS:
+            quote = char
+        elif quote == '"' and char == "\\" and not escaped:
+            escaped = True
+            previous = char
+            continue
+        elif quote == char and not escaped:
+            quote = None
+        escaped = False
+        previous = char
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """Split a line into code and `# comment` (a `#` after whitespace, outside quotes)."""
+    for index, quote in _scan(line):
+        if quote is None and line[index] == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[:index], line[index:]
+    return line, ""
+
+
+def _quote_at(line: str, position: int) -> str | None:
+    return next((quote for index, quote in _scan(line) if index == position), None)
+
+
+# --- user macros, MODEL_ID and PORT on the parsed tree ---------------------------------
+
+
+def expand_tree(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """Expand all macros in a parsed config; returns the new tree and model id -> port.
+
+    Global macros apply to every value outside `models`; each model sees `MODEL_ID`, the
+    globals and its own macros. Anything like `${x}` left over is an error.
+    """
+    declared = _declared(tree.get("macros"), ("macros",))
+    scope = _resolve(declared)
+    result = {key: value if key in ("macros", "models") else substitute(value, scope)
+              for key, value in tree.items()}
+    ports: dict[str, int] = {}
+    models = tree.get("models")
+    if isinstance(models, dict):
+        expanded = {model_id: _expand_model(model_id, model, declared)
+                    for model_id, model in models.items()}
+        ports = _assign_ports(expanded, result.get("startPort", DEFAULT_START_PORT))
+        result["models"] = expanded
+    _check_leftovers(result, ())
+    return result, ports
+
+
+def substitute(value: Any, scope: Scope) -> Any:
+    """Replace `${name}` in every string of a value; an exact `${name}` keeps its type."""
+    if isinstance(value, str):
+        exact = _REF.fullmatch(value)
+        if exact and exact.group(1) in scope:
+            return scope[exact.group(1)]
+        return interpolate(value, scope)
+    if isinstance(value, dict):
+        return {key: substitute(item, scope) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, scope) for item in value]
+    return value
+
+
+def interpolate(text: str, scope: Scope) -> str:
+    """Replace known `${name}` references in a string, leaving unknown ones in place."""
+    return _REF.sub(lambda ref: _as_text(scope[ref.group(1)]) if ref.group(1) in scope
+                    else ref.group(0), text)
+
+
+def _as_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _declared(block: Any, path: KeyPath) -> list[tuple[str, Scalar]]:
+    """The macros of a `macros` block in declaration order, after checking each one."""
+    if block is None:
+        return []
+    if not isinstance(block, dict):
+        raise PathError(path, "must be a mapping of macro names to values")
+    for name, value in block.items():
+        _check_macro(name, value, (*path, name))
+    return list(block.items())
+
+
+def _check_macro(name: str, value: Any, path: KeyPath) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise PathError(path, f"macro name is longer than {MAX_NAME_LENGTH} characters")
+    if not _NAME.fullmatch(name):
+        raise PathError(path, "macro name may only contain letters, digits, '_' and '-'")
+    if name in RESERVED:
+        raise PathError(path, f"{name} is a reserved macro name")
+    if not isinstance(value, (str, int, float)):
+        raise PathError(path, "macro value must be a string, number or boolean")
+    if isinstance(value, str) and f"${{{name}}}" in value:
+        raise PathError(path, f"macro refers to itself (${{{name}}})")
+
+
+def _resolve(entries: list[tuple[str, Scalar]]) -> Scope:
+    """Expand each macro with the ones declared before it, so forward references stay."""
+    scope: Scope = {}
+    for name, value in entries:
+        scope[name] = substitute(value, scope)
+    return scope
+
+
+def _expand_model(model_id: str, model: Any, globals_: list[tuple[str, Scalar]]) -> Any:
+    """Expand one model's values with MODEL_ID, the globals and its own macros."""
+    if not isinstance(model, dict):
+        return model
+    path = ("models", model_id)
+    model = dict(model)
+    for key in ("cmd", "cmdStop"):
+        if isinstance(model.get(key), str):
+            model[key] = strip_comment_lines(model[key])
+    if model.get("proxy") is None and _has_text(model.get("cmd")):
+        model["proxy"] = DEFAULT_PROXY
+    merged: dict[str, Scalar] = {"MODEL_ID": model_id, **dict(globals_)}
+    merged.update(_declared(model.get("macros"), (*path, "macros")))
+    return _substitute_model(model, _resolve(list(merged.items())))
+
+
+def _has_text(cmd: Any) -> bool:
+    """Whether cmd is usable; without one the default proxy is moot and validation says why."""
+    return isinstance(cmd, str) and bool(cmd.strip())
+
+
+def _substitute_model(model: dict[str, Any], scope: Scope) -> dict[str, Any]:
+    """Substitute in every model value and in `filters.setParamsByID` keys (they are ids)."""
+    result = {key: value if key == "macros" else substitute(value, scope)
+              for key, value in model.items()}
+    filters = result.get("filters")
+    if isinstance(filters, dict) and isinstance(filters.get("setParamsByID"), dict):
+        by_id = filters["setParamsByID"]
+        result["filters"] = {**filters, "setParamsByID": {
+            interpolate(key, scope): value for key, value in by_id.items()}}
+    return result
+
+
+def _assign_ports(models: dict[str, Any], start: Any) -> dict[str, int]:
+    """Give each model whose cmd uses `${PORT}` the next port, in sorted model-id order."""
+    ports: dict[str, int] = {}
+    for model_id in sorted(models):
+        model = models[model_id]
+        if not isinstance(model, dict):
+            continue
+        cmd, proxy = model.get("cmd"), model.get("proxy")
+        if isinstance(cmd, str) and PORT_REF in cmd:
+            ports[model_id] = _start_port(start) + len(ports)
+            models[model_id] = _substitute_model(model, {"PORT": ports[model_id]})
+        elif isinstance(proxy, str) and PORT_REF in proxy:
+            raise PathError(("models", model_id, "proxy"),
+                            "uses ${PORT} but cmd does not; a model with a fixed port "
+                            "must set proxy to its URL")
+    return ports
+
+
+def _start_port(start: Any) -> int:
+    if not isinstance(start, int) or isinstance(start, bool):
+        raise PathError(("startPort",), "must be an integer")
+    if start < 1:
+        raise PathError(("startPort",), "must be >= 1")
+    return start
+
+
+def _check_leftovers(value: Any, path: KeyPath) -> None:
+    """Fail on any `${...}` still present; `${PID}` may only stay in a model's cmdStop."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "macros" and (path == () or (path[:1] == ("models",) and len(path) == 2)):
+                continue
+            if path[-2:] == ("filters", "setParamsByID"):
+                _check_text(key, (*path, key))
+            _check_leftovers(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_leftovers(item, (*path, index))
+    elif isinstance(value, str):
+        _check_text(value, path)
+
+
+def _check_text(text: str, path: KeyPath) -> None:
+    for ref in _LEFTOVER.finditer(text):
+        name = ref.group(1)
+        if name != "PID":
+            raise PathError(path, f"unknown macro ${{{name}}}")
+        if not (len(path) == 3 and path[0] == "models" and path[2] == "cmdStop"):
+            raise PathError(path, "${PID} is only allowed in cmdStop")

@@ -1,0 +1,117 @@
+"""Error messages: file, line, dotted key path, short wording; file loading."""
+
+from pathlib import Path
+
+import pytest
+
+from llama_swap.config import ConfigError, load_config, load_config_text
+
+LLAMA3_BAD_TTL = """\
+healthCheckTimeout: 60
+logLevel: info
+
+models:
+  llama3:
+    cmd: llama-server --port ${PORT}
+    aliases: [l3]
+    ttl: five minutes
+"""
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    return str(caught.value)
+
+
+def test_wrong_type_names_file_line_and_path() -> None:
+    assert _error(LLAMA3_BAD_TTL) == "config.yaml:8: models.llama3.ttl: must be an integer"
+
+
+def test_source_name_is_used_in_messages() -> None:
+    with pytest.raises(ConfigError, match=r"^/etc/ls\.yaml:8: models\.llama3\.ttl"):
+        load_config_text(LLAMA3_BAD_TTL, source="/etc/ls.yaml")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("startPort: abc\n", "config.yaml:1: startPort: must be an integer"),
+        ("startPort: 0\n", "config.yaml:1: startPort: must be >= 1"),
+        ("sendLoadingState: 'true'\n", "config.yaml:1: sendLoadingState: must be true or false"),
+        ("models:\n  m:\n    cmd: [a, b]\n", "config.yaml:3: models.m.cmd: must be a string"),
+        (
+            "models:\n  m:\n    cmd: srv ${PORT}\n    aliases: x\n",
+            "config.yaml:4: models.m.aliases: must be a list",
+        ),
+        ("models:\n  m:\n", "config.yaml:2: models.m: must be a mapping"),
+        (
+            "models:\n  m:\n    cmd: srv ${PORT}\n    timeouts: {connect: 1.5}\n",
+            "config.yaml:4: models.m.timeouts.connect: must be an integer",
+        ),
+    ],
+)
+def test_short_messages(yaml_text: str, expected: str) -> None:
+    assert _error(yaml_text) == expected
+
+
+def test_several_errors_are_listed_one_per_line() -> None:
+    lines = _error("healthCheckTimeout: x\nstartPort: y\ncaptureBuffer: -1\n").splitlines()
+    assert lines == [
+        "config.yaml:1: healthCheckTimeout: must be an integer",
+        "config.yaml:2: startPort: must be an integer",
+        "config.yaml:3: captureBuffer: must be >= 0",
+    ]
+
+
+def test_many_errors_are_capped() -> None:
+    text = "".join(f"bad{i}: 1\n" for i in range(8))
+    lines = _error(text).splitlines()
+    assert len(lines) == 6
+    assert lines[0] == "config.yaml:1: bad0: unknown key"
+    assert lines[-1] == "... and 3 more errors"
+
+
+def test_bad_yaml_reports_a_line() -> None:
+    message = _error("models:\n  m:\n    cmd: srv\n   bad: [\n")
+    assert message.startswith("config.yaml:")
+    assert "invalid YAML" in message
+
+
+def test_duplicate_keys_are_an_error() -> None:
+    message = _error("models:\n  m:\n    cmd: a\n    cmd: b\n")
+    assert message.startswith('config.yaml:4: invalid YAML: found duplicate key "cmd"')
+
+
+def test_root_must_be_a_mapping() -> None:
+    assert _error("- a\n- b\n") == "config.yaml:1: the config must be a mapping of keys to values"
+
+
+def test_merged_keys_fall_back_to_the_nearest_line() -> None:
+    message = _error("""
+base: &base
+  ttl: never
+models:
+  m:
+    <<: *base
+    cmd: srv ${PORT}
+""")
+    assert message.splitlines()[0] == "config.yaml:2: base: unknown key"
+    assert "config.yaml:5: models.m.ttl: must be an integer" in message.splitlines()
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config("/nonexistent/dir/x.yaml")
+    assert str(caught.value) == "config file not found: /nonexistent/dir/x.yaml"
+
+
+def test_load_config_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "ls.yaml"
+    path.write_text("models:\n  m:\n    cmd: srv ${PORT}\n    ttl: bad\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: models\.m\.ttl: must be an integer$"):
+        load_config(path)
+    path.write_text("models:\n  m:\n    cmd: srv ${PORT}\n")
+    cfg = load_config(path)
+    assert cfg.source_path == str(path)
+    assert cfg.models["m"].argv == ["srv", "5800"]
