@@ -1,0 +1,112 @@
+"""Run the real service as a subprocess on loopback, with fake upstream processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes import free_port, is_alive, wait_http
+
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class RunningService:
+    """A llama-swap subprocess and the ways tests talk to it."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    config_path: Path
+    log_path: Path
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.url, timeout=60.0)
+
+    def openai(self, **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="test-key", max_retries=0, timeout=60.0, **kwargs)  # type: ignore[arg-type]
+
+    def health(self) -> dict:
+        return self.http.get("/health").json()
+
+    def pid_of(self, model: str) -> int:
+        return self.health()["models"][model]["pid"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the service's graceful shutdown."""
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("service did not stop within its shutdown budget")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll a condition; bounded. Tests use it for state that changes in another process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def service_command(config_path: Path, listen: str) -> list[str]:
+    return [sys.executable, "-m", "llama_swap", "--config", str(config_path), "--listen", listen]
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
+    """Factory: start the service on a YAML config (dedented); stopped at teardown."""
+    started: list[RunningService] = []
+
+    def start(config_yaml: str) -> RunningService:
+        config_path = tmp_path / f"config{len(started)}.yaml"
+        config_path.write_text(textwrap.dedent(config_yaml))
+        port = free_port()
+        log_path = tmp_path / f"service{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                service_command(config_path, f"127.0.0.1:{port}"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        service = RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
+        started.append(service)
+        if not wait_http(f"{service.url}/health", timeout=START_TIMEOUT, proc=proc):
+            raise AssertionError(f"service did not start:\n{service.log()}")
+        return service
+
+    yield start
+    for service in started:
+        pids = [m["pid"] for m in _safe_health(service).get("models", {}).values() if m.get("pid")]
+        service.stop()
+        leftover = [pid for pid in pids if wait_until(lambda pid=pid: not is_alive(pid), timeout=5) is False]
+        assert not leftover, f"upstream processes survived the service: {leftover}"
+
+
+def _safe_health(service: RunningService) -> dict:
+    try:
+        return service.http.get("/health", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
