@@ -18,6 +18,7 @@ import time
 from collections import deque
 from enum import StrEnum
 from typing import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -181,6 +182,7 @@ class ModelProcess:
         env = {**os.environ, **self.config.env_map}
         self.output.clear()
         self._stop_requested = False
+        await self._check_port_free()
         log.info("[%s] starting: %s", self.id, " ".join(argv))
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -197,6 +199,25 @@ class ModelProcess:
         if self._reaper is not None:
             self._reaper.track(self._proc.pid)
         self._reader = asyncio.create_task(self._read_output(self._proc))
+
+    async def _check_port_free(self) -> None:
+        """Refuse to start when something already listens on the port ${PORT} gave us.
+
+        Otherwise its health check would pass and requests would reach a stranger
+        (another program, or a leftover server) instead of this model.
+        """
+        port = self.config.port
+        if port is None:
+            return
+        host = urlsplit(self.config.proxy).hostname or "127.0.0.1"
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1.0)
+        except (OSError, asyncio.TimeoutError):
+            return
+        writer.close()
+        raise StartError(
+            f"port {port} is already in use by another process; stop it or change startPort"
+        )
 
     async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
         """Drain the child's output line by line (a full pipe would block the upstream)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -80,7 +81,10 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
 
     def start(config_yaml: str) -> RunningService:
         config_path = tmp_path / f"config{len(started)}.yaml"
-        config_path.write_text(textwrap.dedent(config_yaml))
+        text = textwrap.dedent(config_yaml)
+        if "startPort" not in text:  # keep concurrent test runs off each other's ports
+            text = f"startPort: {random.randrange(20000, 60000, 50)}\n" + text
+        config_path.write_text(text)
         port = free_port()
         log_path = tmp_path / f"service{len(started)}.log"
         with open(log_path, "wb") as log:

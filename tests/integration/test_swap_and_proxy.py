@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 
 import openai
@@ -202,3 +203,26 @@ def test_query_parameter_selects_the_model(two: RunningService) -> None:
     assert response.headers["x-upstream-name"] == "beta"
     # without a model, a native GET goes to the one running model
     assert two.http.get("/slots").headers["x-upstream-name"] == "beta"
+
+
+def test_a_port_taken_by_another_program_fails_the_start_clearly(start_service) -> None:
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        service = start_service(
+            f"""
+            startPort: {port}
+            models:
+              m:
+                cmd: {fake_cmd(name="m")}
+            """
+        )
+        response = service.http.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": f"port {port} is already in use by another process; stop it or change startPort"
+        }
+    finally:
+        squatter.close()
