@@ -21,8 +21,16 @@ def test_split_never_expands_shell_syntax() -> None:
     assert split_command("srv $HOME * ; rm -rf x") == ["srv", "$HOME", "*", ";", "rm", "-rf", "x"]
 
 
-def test_hash_inside_a_line_is_an_argument() -> None:
-    assert split_command("srv --tag a#b #c") == ["srv", "--tag", "a#b", "#c"]
+def test_hash_inside_a_word_is_kept() -> None:
+    assert split_command("srv --tag a#b --prompt '# title' -x \"#y\"") == [
+        "srv", "--tag", "a#b", "--prompt", "# title", "-x", "#y"
+    ]
+
+
+def test_hash_starting_a_word_comments_out_the_rest_of_the_line() -> None:
+    assert split_command("srv -c 4096  # context size\n  --port 8080 #x\n  --last") == [
+        "srv", "-c", "4096", "--port", "8080", "--last"
+    ]
 
 
 def test_comment_lines_are_dropped() -> None:
