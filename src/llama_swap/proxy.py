@@ -8,7 +8,7 @@ import logging
 import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -42,7 +42,9 @@ class UpstreamUnavailable(Exception):
 
 def make_session() -> aiohttp.ClientSession:
     """One pooled client for all upstreams: no total timeout (generations can be long)."""
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    # llama-server (cpp-httplib) closes idle connections after 5 s: drop ours first, or a
+    # request could be sent on a connection the upstream is closing (a spurious 502).
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=4, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
@@ -52,10 +54,17 @@ def make_session() -> aiohttp.ClientSession:
     )
 
 
+def _hop_by_hop(headers: CIMultiDictProxy[str], fixed: frozenset[str]) -> frozenset[str]:
+    """``fixed`` plus the headers the sender named in `Connection`, which are per-hop too (RFC 9110 §7.6.1)."""
+    named = (token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(","))
+    return fixed.union(name for name in named if name)
+
+
 def _request_headers(request: web.Request) -> CIMultiDict[str]:
+    drop = _hop_by_hop(request.headers, _REQUEST_DROP)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
-        if name.lower() not in _REQUEST_DROP:
+        if name.lower() not in drop:
             headers.add(name, value)
     peer = request.remote
     if peer:
@@ -65,9 +74,10 @@ def _request_headers(request: web.Request) -> CIMultiDict[str]:
 
 
 def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    drop = _hop_by_hop(upstream.headers, _RESPONSE_DROP)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.headers.items():
-        if name.lower() not in _RESPONSE_DROP:
+        if name.lower() not in drop:
             headers.add(name, value)
     if upstream.content_type == "text/event-stream":
         headers["X-Accel-Buffering"] = "no"  # tell nginx & co. not to buffer the stream
