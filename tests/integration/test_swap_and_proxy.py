@@ -226,3 +226,19 @@ def test_a_port_taken_by_another_program_fails_the_start_clearly(start_service) 
         }
     finally:
         squatter.close()
+
+
+def test_cors_preflight_is_answered_without_starting_a_model(two: RunningService) -> None:
+    response = two.http.options(
+        "/v1/chat/completions",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization",
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert response.headers["access-control-allow-headers"] == "content-type, authorization"
+    assert two.http.get("/running").json() == {"running": []}

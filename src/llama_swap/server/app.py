@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -22,9 +23,27 @@ MAX_BODY = 1 << 30  # images and audio are large; the default 1 MiB would refuse
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
+_DEFAULT_ALLOWED = "Accept, Authorization, Content-Type, Origin, X-Requested-With, X-Api-Key"
+_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9-]+$")
+
+
+def _preflight(request: web.Request) -> web.Response:
+    """Answer a browser's CORS preflight for any path, so web UIs can call the API."""
+    asked = [h.strip() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")]
+    allowed = ", ".join(h for h in asked if _HEADER_TOKEN.match(h)) or _DEFAULT_ALLOWED
+    return web.Response(status=204, headers={**_PREFLIGHT_HEADERS, "Access-Control-Allow-Headers": allowed})
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error the service itself produces is JSON; a bug answers 500, never crashes."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return _preflight(request)
     try:
         return await handler(request)
     except HTTPError as exc:
