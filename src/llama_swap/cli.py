@@ -14,6 +14,7 @@ from aiohttp import web
 from llama_swap import __version__
 from llama_swap.config import Config, ConfigError, load_config
 from llama_swap.server.app import build_app
+from llama_swap.server.inference import SERVICE
 
 log = logging.getLogger("llama_swap")
 
@@ -66,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(config: Config, host: str | None, port: int) -> int:
     """Run until SIGINT/SIGTERM, then drain briefly and stop every upstream in parallel."""
     app = build_app(config)
+    app.on_shutdown.append(_stop_admitting)
+    # aiohttp waits shutdown_timeout for handlers to finish, then as long again after
+    # "cancelling" them (which does not interrupt a handler streaming a response).
     runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=DRAIN_SECONDS)
+                           shutdown_timeout=DRAIN_SECONDS / 2)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
@@ -86,3 +90,9 @@ async def serve(config: Config, host: str | None, port: int) -> int:
     await runner.cleanup()
     log.info("stopped")
     return 0
+
+
+async def _stop_admitting(app: web.Application) -> None:
+    """First shutdown step: clients still waiting for a model get a 503 now and its start
+    is aborted, rather than holding the drain open and then losing their connection."""
+    await app[SERVICE].router.close()

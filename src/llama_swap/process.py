@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -29,11 +30,13 @@ log = logging.getLogger("llama_swap.process")
 upstream_log = logging.getLogger("llama_swap.upstream")
 
 OUTPUT_LINES = 1000  # lines of upstream output kept per model
+MAX_LINE = 16384  # bytes of an unterminated line kept before it is emitted anyway
 TAIL_LINES = 10  # lines of output quoted in a start error
 FIRST_POLL = 0.01  # seconds before the first health poll
 MAX_POLL = 0.04  # poll interval cap: a model is served within ~50 ms of being healthy
 POLL_TIMEOUT = 2.0  # each health GET gets its own short timeout
 ABORT_GRACE = 5.0  # graceful window when a failed or aborted start is torn down
+STOP_POLL = 0.05  # how often a stop checks whether the process group is gone
 
 _PR_SET_PDEATHSIG = 1
 
@@ -54,12 +57,17 @@ class StartError(Exception):
         self.timed_out = timed_out
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the service's thread dies."""
+def _die_with_parent(parent: int) -> None:
+    """Runs in the child before exec: SIGKILL it when the service's thread dies.
+
+    If the service already died between fork and here, the signal will never come: exit.
+    """
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux
-        pass
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -192,7 +200,7 @@ class ModelProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         except OSError as exc:
             raise StartError(f"failed to start command '{argv[0]}': {exc.strerror or exc}") from exc
@@ -227,6 +235,9 @@ class ModelProcess:
             *lines, pending = (pending + chunk).split(b"\n")
             for raw in lines:
                 self._emit(raw)
+            if len(pending) > MAX_LINE:  # e.g. a progress bar redrawn with \r: never grow unbounded
+                self._emit(pending)
+                pending = b""
         if pending:
             self._emit(pending)
 
@@ -308,11 +319,15 @@ class ModelProcess:
         if proc.returncode is None and grace > 0:
             await self._ask_to_stop(proc)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (proc.returncode is None or _group_alive(pgid)):
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=0.05)
-            except asyncio.TimeoutError:
-                pass
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            while time.monotonic() < deadline and (proc.returncode is None or _group_alive(pgid)):
+                if exited.done():  # leader reaped, children left: wait() would return at once
+                    await asyncio.sleep(STOP_POLL)
+                else:
+                    await asyncio.wait({exited}, timeout=STOP_POLL)
+        finally:
+            exited.cancel()
         _killpg(pgid, signal.SIGKILL)
         if proc.returncode is None:
             proc.kill()

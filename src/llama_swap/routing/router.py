@@ -62,7 +62,7 @@ class Router:
         self._starts: dict[str, asyncio.Task[None]] = {}
         self._stops: dict[str, asyncio.Task[None]] = {}
         self._on_swap = on_swap
-        self._unload_reason = "model unloaded"
+        self._closed = False
 
     # ------------------------------------------------------------------ public
     async def acquire(self, model: str, *, counted: bool = True) -> Lease:
@@ -97,10 +97,16 @@ class Router:
         self._apply(self._scheduler.unload(models, "model unloaded"))
         await self._settle(models)
 
-    async def shutdown(self) -> None:
-        """Fail waiting clients and stop every upstream in parallel."""
+    async def close(self) -> None:
+        """Admit nothing more: waiting clients fail now and starts are aborted; requests
+        already being served go on (the graceful drain before `shutdown`)."""
+        self._closed = True
         self._apply(self._scheduler.shutdown())
         await self._settle(self.processes)
+
+    async def shutdown(self) -> None:
+        """Fail waiting clients and stop every upstream in parallel."""
+        await self.close()
         await asyncio.gather(*(p.stop() for p in self.processes.values()), return_exceptions=True)
 
     def running(self) -> list[str]:
@@ -146,7 +152,11 @@ class Router:
             error = str(exc)
             log.error("[%s] failed to start: %s", target, error)
         except asyncio.CancelledError:
-            error = f"model '{target}' was unloaded before it became ready"
+            error = (
+                "llama-swap is shutting down"
+                if self._closed
+                else f"model '{target}' was unloaded before it became ready"
+            )
         except Exception as exc:  # a bug must not wedge the model: report it to the waiters
             log.exception("[%s] unexpected error while starting", target)
             error, status = f"unexpected error while starting '{target}': {exc}", 500
