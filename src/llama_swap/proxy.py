@@ -54,18 +54,16 @@ def make_session() -> aiohttp.ClientSession:
     )
 
 
-def _hop_by_hop(headers: CIMultiDictProxy[str], fixed: frozenset[str]) -> frozenset[str]:
-    """``fixed`` plus the headers the sender named in `Connection`, which are per-hop too (RFC 9110 §7.6.1)."""
+def _end_to_end(headers: CIMultiDictProxy[str], hop_by_hop: frozenset[str]) -> CIMultiDict[str]:
+    """``headers`` without ``hop_by_hop`` ones, nor those the sender named in `Connection`
+    (which are per-hop too, RFC 9110 §7.6.1)."""
     named = (token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(","))
-    return fixed.union(name for name in named if name)
+    drop = hop_by_hop.union(name for name in named if name)
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
 
 
 def _request_headers(request: web.Request) -> CIMultiDict[str]:
-    drop = _hop_by_hop(request.headers, _REQUEST_DROP)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
-        if name.lower() not in drop:
-            headers.add(name, value)
+    headers = _end_to_end(request.headers, _REQUEST_DROP)
     peer = request.remote
     if peer:
         previous = request.headers.get("X-Forwarded-For")
@@ -74,11 +72,7 @@ def _request_headers(request: web.Request) -> CIMultiDict[str]:
 
 
 def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    drop = _hop_by_hop(upstream.headers, _RESPONSE_DROP)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
-        if name.lower() not in drop:
-            headers.add(name, value)
+    headers = _end_to_end(upstream.headers, _RESPONSE_DROP)
     if upstream.content_type == "text/event-stream":
         headers["X-Accel-Buffering"] = "no"  # tell nginx & co. not to buffer the stream
     return headers

@@ -44,6 +44,10 @@ class RunningService:
     def pid_of(self, model: str) -> int:
         return self.health()["models"][model]["pid"]
 
+    def wait_ready(self) -> None:
+        if not wait_http(f"{self.url}/health", timeout=START_TIMEOUT, proc=self.proc):
+            raise AssertionError(f"service did not start:\n{self.log()}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -74,6 +78,20 @@ def service_command(config_path: Path, listen: str) -> list[str]:
     return [sys.executable, "-m", "llama_swap", "--config", str(config_path), "--listen", listen]
 
 
+def launch(config_path: Path, log_path: Path) -> RunningService:
+    """Start the service on a free loopback port, its output going to ``log_path``."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            service_command(config_path, f"127.0.0.1:{port}"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
+
+
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
     """Factory: start the service on a YAML config (dedented); stopped at teardown."""
@@ -85,32 +103,23 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
         if "startPort" not in text:  # keep concurrent test runs off each other's ports
             text = f"startPort: {random.randrange(20000, 60000, 50)}\n" + text
         config_path.write_text(text)
-        port = free_port()
-        log_path = tmp_path / f"service{len(started)}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                service_command(config_path, f"127.0.0.1:{port}"),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        service = RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
+        service = launch(config_path, tmp_path / f"service{len(started)}.log")
         started.append(service)
-        if not wait_http(f"{service.url}/health", timeout=START_TIMEOUT, proc=proc):
-            raise AssertionError(f"service did not start:\n{service.log()}")
+        service.wait_ready()
         return service
 
     yield start
     for service in started:
-        pids = [m["pid"] for m in _safe_health(service).get("models", {}).values() if m.get("pid")]
-        service.stop()
-        leftover = [pid for pid in pids if wait_until(lambda pid=pid: not is_alive(pid), timeout=5) is False]
-        assert not leftover, f"upstream processes survived the service: {leftover}"
+        stop_checking_orphans(service)
 
 
-def _safe_health(service: RunningService) -> dict:
+def stop_checking_orphans(service: RunningService) -> None:
+    """Stop the service; every upstream it had running must be gone afterwards."""
     try:
-        return service.http.get("/health", timeout=5).json()
+        models = service.http.get("/health", timeout=5).json().get("models", {})
     except (httpx.HTTPError, ValueError):
-        return {}
+        models = {}
+    pids = [m["pid"] for m in models.values() if m.get("pid")]
+    service.stop()
+    leftover = [pid for pid in pids if not wait_until(lambda pid=pid: not is_alive(pid), timeout=5)]
+    assert not leftover, f"upstream processes survived the service: {leftover}"

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 from typing import Any, Iterator
 
 import httpx
@@ -23,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from llama_swap.config import load_config
 from llama_swap.server import docs
 from llama_swap.server.app import build_app
-from tests.fakes import fake_cmd, free_port, is_alive, wait_http
+from tests.fakes import fake_cmd
 from tests.fakes.fake_upstream import EMBED_DIM, TINY_PNG_B64
-from tests.integration.conftest import START_TIMEOUT, RunningService, service_command, wait_until
+from tests.integration.conftest import RunningService, launch, stop_checking_orphans, wait_until
 
 CONFIG = f"""
 healthCheckTimeout: 15
@@ -53,29 +52,12 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     tmp = tmp_path_factory.mktemp("endpoints")
     config_path = tmp / "config.yaml"
     config_path.write_text(CONFIG)
-    log_path = tmp / "service.log"
-    port = free_port()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            service_command(config_path, f"127.0.0.1:{port}"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    service = RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
+    service = launch(config_path, tmp / "service.log")
     try:
-        if not wait_http(f"{service.url}/health", timeout=START_TIMEOUT, proc=proc):
-            raise AssertionError(f"service did not start:\n{service.log()}")
+        service.wait_ready()
         yield service
     finally:
-        try:
-            pids = [m["pid"] for m in service.http.get("/health", timeout=5).json()["models"].values() if m.get("pid")]
-        except (httpx.HTTPError, ValueError, KeyError):
-            pids = []
-        service.stop()
-        leftover = [pid for pid in pids if not wait_until(lambda pid=pid: not is_alive(pid), timeout=5)]
-        assert not leftover, f"upstream processes survived the service: {leftover}"
+        stop_checking_orphans(service)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.fakes import fake_cmd, is_alive
-from tests.integration.conftest import RunningService, wait_until
+from tests.integration.conftest import RunningService
 
 TWO_MODELS = f"""
 healthCheckTimeout: 15
