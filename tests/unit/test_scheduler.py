@@ -9,6 +9,7 @@ from llama_swap.routing.scheduler import (
     AbortStart,
     Fail,
     Grant,
+    Retired,
     ModelState,
     Scheduler,
     StartSwap,
@@ -197,3 +198,79 @@ def test_priority_orders_the_queue() -> None:
 def test_unknown_model_raises() -> None:
     with pytest.raises(UnknownModel):
         make().request(1, "zzz")
+
+
+def test_ttl_expiry_stops_only_an_idle_ready_model() -> None:
+    s = make()
+    ready(s, "a", 1)
+    assert s.expire("a") == []  # a request is in flight
+    s.finished(1)
+    assert s.idle("a")
+    assert s.expire("a") == [StopModel("a")]
+    assert s.state("a") is ModelState.STOPPING
+    assert s.expire("b") == []
+
+
+def test_queue_position_is_one_based_by_model() -> None:
+    s = make()
+    ready(s, "a", 1)
+    s.request(2, "b")
+    s.request(3, "c")
+    assert s.queue_position("b") == 1
+    assert s.queue_position("c") == 2
+    assert s.queue_position("a") is None
+
+
+def reconfigure(s: Scheduler, models: list[str], changed: list[str] = ()) -> list:
+    return s.configure({m: 10 for m in models}, OneAtATime(), {}, changed)
+
+
+def test_reload_adds_models_usable_at_once() -> None:
+    s = make()
+    assert reconfigure(s, ["a", "b", "c", "d"]) == []
+    assert s.request(1, "d") == [StartSwap("d", frozenset())]
+
+
+def test_reload_switches_a_stopped_changed_model_at_once() -> None:
+    s = make()
+    assert reconfigure(s, ["a", "b", "c"], changed=["a"]) == [Retired("a", removed=False)]
+
+
+def test_reload_lets_a_busy_changed_model_finish_then_restarts_it() -> None:
+    s = make()
+    ready(s, "a", 1)
+    assert reconfigure(s, ["a", "b", "c"], changed=["a"]) == []
+    assert s.request(2, "a") == []  # new requests wait for the new config
+    assert s.finished(1) == [StopModel("a")]
+    assert s.stopped("a") == [Retired("a", removed=False), StartSwap("a", frozenset())]
+    assert s.swap_done("a", None) == [Grant(2)]
+
+
+def test_reload_keeps_an_unchanged_model_serving() -> None:
+    s = make()
+    ready(s, "a", 1)
+    assert reconfigure(s, ["a", "b", "c"]) == []
+    assert s.request(2, "a") == [Grant(2)]
+
+
+def test_reload_removes_a_model_after_its_requests_finish() -> None:
+    s = make()
+    ready(s, "a", 1)
+    s.request(2, "b")  # queued behind busy a
+    assert reconfigure(s, ["a", "c"]) == [
+        Fail(2, 404, "model 'b' was removed from the config"),
+        Retired("b", removed=True),
+    ]
+    assert reconfigure(s, ["c"]) == []
+    assert s.finished(1) == [StopModel("a")]
+    assert s.stopped("a") == [Retired("a", removed=True)]
+    with pytest.raises(UnknownModel):
+        s.request(3, "a")
+
+
+def test_crash_of_a_removed_model_with_requests_in_flight() -> None:
+    s = make()
+    ready(s, "a", 1)
+    reconfigure(s, ["b", "c"])
+    assert s.exited("a") == [Retired("a", removed=True)]
+    assert s.finished(1) == []

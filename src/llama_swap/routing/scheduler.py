@@ -71,7 +71,15 @@ class AbortStart:
     model: str
 
 
-Action = Union[Grant, Fail, StartSwap, StopModel, AbortStart]
+@dataclass(frozen=True)
+class Retired:
+    """A reloaded model's old upstream is gone: switch to its new config (or drop it)."""
+
+    model: str
+    removed: bool
+
+
+Action = Union[Grant, Fail, StartSwap, StopModel, AbortStart, Retired]
 
 
 class Phase(StrEnum):
@@ -95,6 +103,8 @@ class _Slot:
     inflight: int = 0
     reserved: int = 0  # queued + waiting + in flight, for the concurrency limit
     limit: int = DEFAULT_CONCURRENCY_LIMIT
+    retiring: bool = False  # its config changed or went away: drain, stop, then switch
+    removed: bool = False
 
 
 @dataclass
@@ -135,6 +145,18 @@ class Scheduler:
 
     def inflight(self, model: str) -> int:
         return self._slots[model].inflight
+
+    def idle(self, model: str) -> bool:
+        """Ready with nothing in flight: the state in which a TTL runs."""
+        slot = self._slots.get(model)
+        return slot is not None and slot.state is ModelState.READY and slot.inflight == 0
+
+    def queue_position(self, model: str) -> int | None:
+        """1-based position of the first queued request for ``model``, if any."""
+        for position, req in enumerate(self._queue, start=1):
+            if self._requests[req].model == model:
+                return position
+        return None
 
     def queued(self) -> list[tuple[int, str]]:
         """Queued requests in service order, as (request id, model)."""
@@ -181,21 +203,25 @@ class Scheduler:
         r = self._requests.get(req)
         if r is None or r.phase is not Phase.GRANTED:
             return []
-        self._slots[r.model].inflight -= 1
+        slot = self._slots.get(r.model)  # gone if the model was removed and crashed meanwhile
         self._forget(req)
-        return self._drain()
+        if slot is None:
+            return self._drain()
+        slot.inflight -= 1
+        return self._stop_if_retired(r.model) + self._drain()
 
     def swap_done(self, target: str, error: str | None, status: int = 503) -> list[Action]:
         """The swap started by `StartSwap(target)` ended: target ready, or failed."""
         swap = self._swaps.pop(target)
-        for model in swap.evict:
-            self._slots[model].state = ModelState.STOPPED
-        slot = self._slots[target]
         actions: list[Action] = []
+        for model in swap.evict:
+            actions.extend(self._now_stopped(model))
+        slot = self._slots[target]
         if error is None:
             slot.state = ModelState.READY
             for req in swap.waiters:
                 actions.append(self._grant(req))
+            actions.extend(self._stop_if_retired(target))
         else:
             slot.state = ModelState.FAILED
             for req in swap.waiters:
@@ -205,20 +231,49 @@ class Scheduler:
 
     def exited(self, model: str) -> list[Action]:
         """A ready upstream exited on its own (crash)."""
-        slot = self._slots[model]
-        if slot.state is ModelState.READY:
-            slot.state = ModelState.STOPPED
-        return self._drain()
+        if self._slots[model].state is not ModelState.READY:
+            return self._drain()
+        return self._now_stopped(model) + self._drain()
+
+    def expire(self, model: str) -> list[Action]:
+        """The model's TTL ran out: stop it, unless a request arrived meanwhile."""
+        if not self.idle(model):
+            return []
+        self._slots[model].state = ModelState.STOPPING
+        return [StopModel(model)]
+
+    def configure(
+        self,
+        limits: Mapping[str, int],
+        policy: EvictionPolicy,
+        priorities: Mapping[str, int],
+        changed: Iterable[str],
+    ) -> list[Action]:
+        """Apply a reloaded config. ``limits`` names every model of the new config.
+
+        New models are usable at once; ``changed`` ones and removed ones keep serving
+        what they have in flight, then stop (changed ones restart on their next request).
+        """
+        self._policy = policy
+        self._priorities = dict(priorities)
+        for model, limit in limits.items():
+            slot = self._slots.setdefault(model, _Slot())
+            slot.limit = limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT
+        actions: list[Action] = []
+        for model in changed:
+            actions.extend(self._retire(model))
+        for model in [m for m in self._slots if m not in limits]:
+            self._slots[model].removed = True
+            actions.extend(self._fail_queued(model, 404, f"model '{model}' was removed from the config"))
+            actions.extend(self._retire(model))
+        return actions + self._drain()
 
     def unload(self, models: Iterable[str], reason: str) -> list[Action]:
         """Stop ``models`` now: waiting clients fail, running or starting upstreams stop."""
         actions: list[Action] = []
         for model in models:
             slot = self._slots[model]
-            for req in [r for r in self._queue if self._requests[r].model == model]:
-                self._queue.remove(req)
-                self._forget(req)
-                actions.append(Fail(req, 503, reason))
+            actions.extend(self._fail_queued(model, 503, reason))
             if model in self._swaps:
                 actions.append(AbortStart(model))
             elif slot.state is ModelState.READY:
@@ -230,10 +285,9 @@ class Scheduler:
 
     def stopped(self, model: str) -> list[Action]:
         """A `StopModel` finished."""
-        slot = self._slots[model]
-        if slot.state is ModelState.STOPPING and not self._evicted_by_swap(model):
-            slot.state = ModelState.STOPPED
-        return self._drain()
+        if self._slots[model].state is not ModelState.STOPPING or self._evicted_by_swap(model):
+            return self._drain()
+        return self._now_stopped(model) + self._drain()
 
     def shutdown(self) -> list[Action]:
         """Fail everyone not yet served; later requests are refused."""
@@ -256,6 +310,8 @@ class Scheduler:
         if model in self._swaps:
             r.phase = Phase.WAITING
             self._swaps[model].waiters.append(req)
+            return []
+        if slot.retiring:  # waits for the old upstream to drain and stop
             return []
         if slot.state is ModelState.READY:
             if self._wanted_gone_by_earlier(req):
@@ -292,6 +348,43 @@ class Scheduler:
                 return True
         return False
 
+    def _retire(self, model: str) -> list[Action]:
+        slot = self._slots[model]
+        if slot.state in (ModelState.STOPPED, ModelState.FAILED) and model not in self._swaps:
+            slot.state = ModelState.STOPPED
+            return self._switch(model)
+        slot.retiring = True
+        return self._stop_if_retired(model)
+
+    def _stop_if_retired(self, model: str) -> list[Action]:
+        slot = self._slots[model]
+        if not slot.retiring or slot.state is not ModelState.READY or slot.inflight:
+            return []
+        slot.state = ModelState.STOPPING
+        return [StopModel(model)]
+
+    def _now_stopped(self, model: str) -> list[Action]:
+        slot = self._slots[model]
+        slot.state = ModelState.STOPPED
+        if not slot.retiring:
+            return []
+        slot.retiring = False
+        return self._switch(model)
+
+    def _switch(self, model: str) -> list[Action]:
+        removed = self._slots[model].removed
+        if removed:
+            del self._slots[model]
+        return [Retired(model, removed)]
+
+    def _fail_queued(self, model: str, status: int, reason: str) -> list[Action]:
+        actions: list[Action] = []
+        for req in [r for r in self._queue if self._requests[r].model == model]:
+            self._queue.remove(req)
+            self._forget(req)
+            actions.append(Fail(req, status, reason))
+        return actions
+
     def _grant(self, req: int) -> Grant:
         r = self._requests[req]
         r.phase = Phase.GRANTED
@@ -324,8 +417,9 @@ class Scheduler:
 
     def _forget(self, req: int) -> None:
         r = self._requests.pop(req)
-        if r.counted:
-            self._slots[r.model].reserved -= 1
+        slot = self._slots.get(r.model)
+        if r.counted and slot is not None:
+            slot.reserved -= 1
 
     def _running(self) -> frozenset[str]:
         alive = {m for m, s in self._slots.items() if s.state in ALIVE}
