@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import AsyncIterator
 
 import aiohttp
 import orjson
@@ -78,20 +80,15 @@ def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     return headers
 
 
-async def forward(
-    request: web.Request,
-    session: aiohttp.ClientSession,
-    url: str,
-    body: bytes,
-    *,
-    model: str,
-) -> web.StreamResponse:
-    """Proxy ``request`` (with ``body`` already read) to ``url``; stream the answer back.
+@contextlib.asynccontextmanager
+async def open_upstream(
+    request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes, *, model: str
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Send ``request`` (body already read) to ``url``; yields the upstream's response.
 
-    Raises `UpstreamUnavailable` if the upstream fails before answering. If it dies
-    mid-answer, an SSE stream gets a final error event (the `openai` client raises
-    it); other bodies are cut short, which the client sees as a truncated response.
-    A client that disconnects cancels this handler, which closes the upstream call.
+    Raises `UpstreamUnavailable` if the upstream fails before answering. Leaving the
+    block closes the upstream call — which is how a client disconnect (it cancels the
+    handler) stops the upstream's work.
     """
     try:
         upstream_cm = session.request(
@@ -106,26 +103,52 @@ async def forward(
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         raise UpstreamUnavailable(f"upstream '{model}' did not answer: {exc or type(exc).__name__}") from exc
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        await response.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            log.warning("[%s] upstream broke off its response: %s", model, exc)
-            if upstream.content_type != "text/event-stream":
-                if request.transport is not None:
-                    request.transport.close()  # the client sees a truncated body, not a complete one
-                return response
-            await response.write(_sse_error(f"upstream '{model}' stopped in the middle of the response"))
-        await response.write_eof()
-        return response
+        yield upstream
     finally:
         await upstream_cm.__aexit__(None, None, None)
 
 
-def _sse_error(message: str) -> bytes:
-    payload = {"error": {"message": message, "type": "server_error", "code": 502}}
+async def forward(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    model: str,
+) -> web.StreamResponse:
+    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers."""
+    async with open_upstream(request, session, url, body, model=model) as upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        await relay(upstream, response, request, model=model)
+        return response
+
+
+async def relay(
+    upstream: aiohttp.ClientResponse, response: web.StreamResponse, request: web.Request, *, model: str
+) -> None:
+    """Copy the upstream body to the prepared ``response`` chunk by chunk, as it arrives.
+
+    If the upstream dies mid-answer, an SSE stream gets a final error event (the
+    `openai` client raises it); other bodies are cut short, so the client sees a
+    truncated response rather than a complete-looking one.
+    """
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        log.warning("[%s] upstream broke off its response: %s", model, exc)
+        if upstream.content_type != "text/event-stream":
+            if request.transport is not None:
+                request.transport.close()
+            return
+        await response.write(sse_error(f"upstream '{model}' stopped in the middle of the response", 502))
+    await response.write_eof()
+
+
+def sse_error(message: str, code: int) -> bytes:
+    """An SSE event carrying an error, which the `openai` client raises as `APIError`."""
+    payload = {"error": {"message": message, "type": "server_error", "code": code}}
     return b"data: " + orjson.dumps(payload) + b"\n\n"

@@ -16,6 +16,7 @@ from llama_swap.routing.scheduler import (
     Action,
     Fail,
     Grant,
+    Retired,
     Scheduler,
     StartSwap,
     StopModel,
@@ -41,6 +42,15 @@ class Lease:
     process: ModelProcess
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """An admitted request, not yet granted."""
+
+    req: int
+    model: str
+    granted: asyncio.Future[None]
+
+
 SwapObserver = Callable[[str, float, bool], None]
 
 
@@ -63,29 +73,75 @@ class Router:
         self._stops: dict[str, asyncio.Task[None]] = {}
         self._on_swap = on_swap
         self._closed = False
+        self._replacements: dict[str, ModelProcess] = {}  # reloaded models waiting to switch
+        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------------ public
     async def acquire(self, model: str, *, counted: bool = True) -> Lease:
         """Wait until ``model`` is ready and may serve this request (raises `RouteError`)."""
+        return await self.wait(self.admit(model, counted=counted))
+
+    def admit(self, model: str, *, counted: bool = True) -> Ticket:
+        """Admission, decided at once: raises `RouteError` (e.g. 429) before anything is sent.
+
+        The ticket must then be passed to `wait`, which is where it is granted or failed.
+        """
         req = next(self._ids)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[req] = granted
+        self._apply(self._scheduler.request(req, model, counted=counted))
+        if granted.done() and granted.exception() is not None:
+            del self._waiting[req]
+            raise granted.exception()  # type: ignore[misc]
+        return Ticket(req, model, granted)
+
+    async def wait(self, ticket: Ticket) -> Lease:
+        """Wait for an admitted ticket; a cancelled waiter leaves the queue (or hands back its grant)."""
+        granted = ticket.granted
         try:
-            self._apply(self._scheduler.request(req, model, counted=counted))
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled() and granted.exception() is None:
-                self._apply(self._scheduler.finished(req))
+                self._apply(self._scheduler.finished(ticket.req))
             else:
-                self._apply(self._scheduler.cancel(req))
+                self._apply(self._scheduler.cancel(ticket.req))
             raise
         finally:
-            self._waiting.pop(req, None)
-        return Lease(req, self.processes[model])
+            self._waiting.pop(ticket.req, None)
+        self._refresh_ttl(ticket.model)
+        return Lease(ticket.req, self.processes[ticket.model])
 
     def release(self, lease: Lease) -> None:
         """The granted request is over (answered, failed or abandoned)."""
         self._apply(self._scheduler.finished(lease.req))
+        self._refresh_ttl(lease.process.id)
+
+    def queue_position(self, model: str) -> int | None:
+        return self._scheduler.queue_position(model)
+
+    def reconfigure(
+        self,
+        *,
+        fresh: dict[str, ModelProcess],
+        changed: set[str],
+        policy: EvictionPolicy,
+        limits: dict[str, int],
+        priorities: dict[str, int],
+    ) -> None:
+        """Apply a reloaded config as a diff.
+
+        ``fresh`` holds processes for added and ``changed`` models; ``limits`` names every
+        model of the new config, so the others are removed. Unchanged models keep running;
+        changed and removed ones switch once their in-flight requests are done.
+        """
+        for model, process in fresh.items():
+            if model in self.processes:
+                self._replacements[model] = process
+            else:
+                self.processes[model] = process
+        self._apply(self._scheduler.configure(limits, policy, priorities, changed))
+        for model in list(self.processes):
+            self._refresh_ttl(model)
 
     def crashed(self, model: str) -> None:
         """Called by a process that died on its own while ready."""
@@ -101,6 +157,8 @@ class Router:
         """Admit nothing more: waiting clients fail now and starts are aborted; requests
         already being served go on (the graceful drain before `shutdown`)."""
         self._closed = True
+        for model in list(self._ttl_timers):
+            self._cancel_ttl(model)
         self._apply(self._scheduler.shutdown())
         await self._settle(self.processes)
 
@@ -128,6 +186,38 @@ class Router:
                 task = self._starts.get(action.model)
                 if task is not None:
                     task.cancel()
+            elif isinstance(action, Retired):
+                self._switch(action.model, action.removed)
+
+    def _switch(self, model: str, removed: bool) -> None:
+        """The old upstream of a reloaded model is stopped: drop it or use the new config."""
+        self._cancel_ttl(model)
+        if removed:
+            self.processes.pop(model, None)
+        elif model in self._replacements:
+            self.processes[model] = self._replacements.pop(model)
+        log.info("[%s] %s", model, "removed" if removed else "now runs with its new config")
+
+    def _refresh_ttl(self, model: str) -> None:
+        """(Re)arm the idle timer when the model is idle; idle time counts from now."""
+        self._cancel_ttl(model)
+        process = self.processes.get(model)
+        if process is None or process.config.ttl <= 0 or not self._scheduler.idle(model):
+            return
+        loop = asyncio.get_running_loop()
+        self._ttl_timers[model] = loop.call_later(process.config.ttl, self._expire, model)
+
+    def _cancel_ttl(self, model: str) -> None:
+        timer = self._ttl_timers.pop(model, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, model: str) -> None:
+        self._ttl_timers.pop(model, None)
+        actions = self._scheduler.expire(model)
+        if actions:
+            log.info("[%s] unloading after %ss idle (ttl)", model, self.processes[model].config.ttl)
+        self._apply(actions)
 
     def _resolve(self, req: int, error: RouteError | None) -> None:
         future = self._waiting.get(req)
@@ -165,6 +255,7 @@ class Router:
         if self._on_swap is not None:
             self._on_swap(target, time.monotonic() - started, error is None)
         self._apply(self._scheduler.swap_done(target, error, status))
+        self._refresh_ttl(target)  # a (re)start resets the idle clock
 
     async def _stop(self, model: str) -> None:
         try:

@@ -6,10 +6,12 @@ import time
 
 from aiohttp import web
 
+from llama_swap.process import ProcessState
 from llama_swap.proxy import UpstreamUnavailable, forward
 from llama_swap.routing.router import RouteError
 from llama_swap.server.errors import HTTPError
 from llama_swap.server.extract import model_from_body, model_from_query
+from llama_swap.server.loading import serve_while_loading, wants_loading_state
 from llama_swap.server.service import Service
 
 # Known inference paths: the only values used as the `path` metrics label (bounded
@@ -38,7 +40,9 @@ async def handle_model_request(request: web.Request) -> web.StreamResponse:
             raise HTTPError(400, "missing 'model' field in request body")
         name = _the_running_model(service, request)
     model = service.resolve(name)
-    return await serve(request, service, model.id, request.raw_path, body, path=request.path, counted=True)
+    return await serve(
+        request, service, model.id, request.raw_path, body, path=request.path, counted=True, requested=name
+    )
 
 
 async def serve(
@@ -50,16 +54,20 @@ async def serve(
     *,
     path: str,
     counted: bool,
+    requested: str,
 ) -> web.StreamResponse:
     """Acquire ``model`` (starting or swapping as needed), proxy, and account for it."""
     started = time.perf_counter()
     status = 499  # client went away before an answer; replaced below
     try:
+        if _shows_loading(service, model, path, body):
+            response, status = await serve_while_loading(request, service, model, path_qs, body, requested=requested)
+            return response
         try:
             lease = await service.router.acquire(model, counted=counted)
         except RouteError as exc:
             status = exc.status
-            raise HTTPError(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 429 else None) from exc
+            raise _route_error(exc) from exc
         try:
             response = await forward(request, service.session, lease.process.base_url + path_qs, body, model=model)
             status = response.status
@@ -69,10 +77,26 @@ async def serve(
             raise HTTPError(502, str(exc)) from exc
         finally:
             service.router.release(lease)
+    except RouteError as exc:  # admission refused before a loading stream began
+        status = exc.status
+        raise _route_error(exc) from exc
     finally:
         label = path if path in INFERENCE_PATHS else "other"
         service.metrics.requests.labels(model, label, str(status)).inc()
         service.metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
+
+
+def _shows_loading(service: Service, model: str, path: str, body: bytes) -> bool:
+    config = service.config.models[model]
+    return (
+        config.send_loading_state is True
+        and service.processes[model].state is not ProcessState.READY
+        and wants_loading_state(path, body)
+    )
+
+
+def _route_error(exc: RouteError) -> HTTPError:
+    return HTTPError(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 429 else None)
 
 
 def _the_running_model(service: Service, request: web.Request) -> str:

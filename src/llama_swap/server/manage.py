@@ -77,7 +77,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def upstream(request: web.Request) -> web.StreamResponse:
     """`/upstream/{model}[/path]`: unload (DELETE), load (GET .../load) or raw passthrough."""
     service = request.app[SERVICE]
-    model, rest = _split_upstream_path(service, request.raw_path)
+    model, requested, rest = _split_upstream_path(service, request.raw_path)
     if rest in ("", "?") or rest.startswith("?"):
         if request.method == "DELETE":
             return await _unload_one(service, model)
@@ -89,19 +89,20 @@ async def upstream(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     path = rest.split("?", 1)[0]
     counted = path in INFERENCE_PATHS
-    return await serve(request, service, model.id, rest, body, path=path, counted=counted)
+    return await serve(request, service, model.id, rest, body, path=path, counted=counted, requested=requested)
 
 
-def _split_upstream_path(service: Service, raw_path: str) -> tuple[ModelConfig, str]:
+def _split_upstream_path(service: Service, raw_path: str) -> tuple[ModelConfig, str, str]:
     """Longest configured id or alias after `/upstream/` wins, so `author/model` works."""
     tail = raw_path[len("/upstream/"):]
     path_part = tail.split("?", 1)[0]
     segments = path_part.split("/")
     for end in range(len(segments), 0, -1):
         candidate = "/".join(segments[:end])
-        model = service.config.model_for(unquote(candidate))
+        name = unquote(candidate)
+        model = service.config.model_for(name)
         if model is not None:
-            return model, tail[len(candidate):]
+            return model, name, tail[len(candidate):]
     raise HTTPError(404, f"model '{unquote(segments[0])}' not found in config")
 
 
