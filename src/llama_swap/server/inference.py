@@ -11,6 +11,7 @@ from llama_swap.proxy import UpstreamUnavailable, forward
 from llama_swap.routing.router import RouteError
 from llama_swap.server.errors import HTTPError
 from llama_swap.server.extract import model_from_body, model_from_query
+from llama_swap.server.filters import rewrite_request
 from llama_swap.server.loading import serve_while_loading, wants_loading_state
 from llama_swap.server.service import Service
 
@@ -59,6 +60,8 @@ async def serve(
     """Acquire ``model`` (starting or swapping as needed), proxy, and account for it."""
     started = time.perf_counter()
     status = 499  # client went away before an answer; replaced below
+    if counted and body:  # inference requests get the model's filters; raw passthrough stays raw
+        body = rewrite_request(service.config.models[model], requested, request.headers.get("Content-Type", ""), body)
     try:
         if _shows_loading(service, model, path, body):
             response, status = await serve_while_loading(request, service, model, path_qs, body, requested=requested)

@@ -12,6 +12,7 @@ from llama_swap.process import ProcessState
 from llama_swap.routing.router import RouteError
 from llama_swap.server.errors import HTTPError, json_response
 from llama_swap.server.inference import INFERENCE_PATHS, SERVICE, serve
+from llama_swap.server.listing import model_records
 from llama_swap.server.service import Service
 
 _HEALTH_STATUS = {
@@ -42,17 +43,8 @@ async def running(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    data = [_model_record(m, service.created) for _, m in sorted(service.config.models.items()) if not m.unlisted]
+    data = model_records(service.config, service.created, loaded=lambda model: service.processes[model].pid is not None)
     return json_response({"object": "list", "data": data})
-
-
-def _model_record(model: ModelConfig, created: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": model.id, "object": "model", "created": created, "owned_by": "llama-swap"}
-    if model.name:
-        record["name"] = model.name
-    if model.description:
-        record["description"] = model.description
-    return record
 
 
 async def unload_all_get(request: web.Request) -> web.Response:

@@ -1,0 +1,100 @@
+"""The `data` records of GET /v1/models, shaped like llama-swap's (OpenRouter-style) listing.
+
+Pure functions of the config and the load state, so the handler stays a thin wrapper and
+the shape can be tested without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llama_swap.config import Capabilities, Config, ModelConfig
+
+# Top-level record fields owned by the capabilities renderer; a model that sets
+# `capabilities` cannot also smuggle them in through `metadata`.
+RENDERED_KEYS = frozenset({"architecture", "capabilities", "supported_parameters", "context_length"})
+
+# (capability flag, modality that must be an input, modality that must be an output)
+_MODALITY_FLAGS = (
+    ("audio_transcriptions", "audio", "text"),
+    ("audio_speech", "text", "audio"),
+    ("image_generation", "text", "image"),
+    ("image_to_image", "image", "image"),
+)
+
+
+def model_records(config: Config, created: int, loaded: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """Listed local models (and their aliases when `includeAliasesInList`), sorted by id.
+
+    `loaded(model_id)` says whether the model's process is in any non-stopped state.
+    """
+    records: list[dict[str, Any]] = []
+    for model_id, model in config.models.items():
+        if model.unlisted:
+            continue
+        is_loaded = loaded(model_id)
+        internal: dict[str, Any] = {"type": "model"}
+        if model.aliases:
+            internal["aliases"] = list(model.aliases)
+        records.append(_record(model_id, model, created, is_loaded, internal))
+        if config.include_aliases_in_list:
+            for alias in model.aliases:
+                records.append(_record(alias, model, created, is_loaded, {"type": "alias", "modelID": model_id}))
+    records.sort(key=lambda record: record["id"])
+    return records
+
+
+def _record(
+    record_id: str, model: ModelConfig, created: int, is_loaded: bool, internal: dict[str, Any],
+) -> dict[str, Any]:
+    """One record; `internal` keys (type, aliases, modelID) win over user metadata."""
+    record: dict[str, Any] = {"id": record_id, "object": "model", "created": created, "owned_by": "llama-swap"}
+    if name := model.name.strip():
+        record["name"] = name
+    if description := model.description.strip():
+        record["description"] = description
+    caps = model.capabilities
+    record.update(_render_capabilities(caps))
+    metadata = model.metadata
+    if _configured(caps):
+        metadata = {key: value for key, value in metadata.items() if key not in RENDERED_KEYS}
+    meta: dict[str, Any] = {"llamaswap": {**metadata, **internal}}
+    if caps.context > 0:
+        meta["n_ctx"] = caps.context
+    record["meta"] = meta
+    record["status"] = {"value": "loaded" if is_loaded else "unloaded"}
+    return record
+
+
+def _configured(caps: Capabilities) -> bool:
+    return bool(caps.inputs or caps.outputs or caps.tools or caps.reranker or caps.context)
+
+
+def _render_capabilities(caps: Capabilities) -> dict[str, Any]:
+    """`architecture`, `capabilities`, `supported_parameters`, `context_length`; empty parts omitted."""
+    fields: dict[str, Any] = {}
+    architecture: dict[str, Any] = {}
+    if caps.inputs:
+        architecture["input_modalities"] = list(caps.inputs)
+    if caps.outputs:
+        architecture["output_modalities"] = list(caps.outputs)
+    if caps.inputs and caps.outputs:
+        architecture["modality"] = "+".join(caps.inputs) + "->" + "+".join(caps.outputs)
+    if architecture:
+        fields["architecture"] = architecture
+    flags = {"vision": True} if "image" in caps.inputs else {}
+    for flag, needs_in, needs_out in _MODALITY_FLAGS:
+        if needs_in in caps.inputs and needs_out in caps.outputs:
+            flags[flag] = True
+    if caps.tools:
+        flags["function_calling"] = True
+    if caps.reranker:
+        flags["reranker"] = True
+    if flags:
+        fields["capabilities"] = flags
+    if caps.tools:
+        fields["supported_parameters"] = ["tools", "tool_choice"]
+    if caps.context > 0:
+        fields["context_length"] = caps.context
+    return fields
