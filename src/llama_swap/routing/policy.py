@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from llama_swap.config.routing import RoutingSpec
+from llama_swap.routing.groups import GroupPolicy
+from llama_swap.routing.matrix import MatrixPolicy
+
 
 class EvictionPolicy(Protocol):
     """Decides what must make room; never looks at processes, only at names."""
@@ -18,3 +22,13 @@ class OneAtATime:
 
     def evict_for(self, target: str, running: frozenset[str]) -> frozenset[str]:
         return running - {target}
+
+
+def build_policy(spec: RoutingSpec | None) -> EvictionPolicy:
+    """The policy for a validated routing config; no config means one model at a time."""
+    if spec is None:
+        return OneAtATime()
+    if spec.use == "group":
+        return GroupPolicy(spec)
+    assert spec.matrix is not None, "parse_routing always sets the matrix it selects"
+    return MatrixPolicy(spec.matrix)
