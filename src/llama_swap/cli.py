@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -15,6 +17,7 @@ from llama_swap import __version__
 from llama_swap.config import Config, ConfigError, load_config
 from llama_swap.server.app import build_app
 from llama_swap.server.inference import SERVICE
+from llama_swap.watch import watch
 
 log = logging.getLogger("llama_swap")
 
@@ -26,10 +29,21 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Flags spelled like the Go binary's (`-config`) and the usual way (`--config`)."""
     parser = argparse.ArgumentParser(prog="llama-swap", description="On-demand model swapping proxy.")
-    parser.add_argument("-config", "--config", default="config.yaml", help="config file (default config.yaml)")
-    parser.add_argument("-listen", "--listen", default=":8080", help="address to listen on, host:port or :port")
+    parser.add_argument("-config", "--config", help="config file (default config.yaml unless -config-dir is given)")
+    parser.add_argument("-config-dir", "--config-dir", help="directory of *.yaml files merged after -config")
+    parser.add_argument("-listen", "--listen", help="address to listen on, host:port or :port (default :8080)")
+    parser.add_argument("-tls-cert-file", "--tls-cert-file", help="TLS certificate (with -tls-key-file)")
+    parser.add_argument("-tls-key-file", "--tls-key-file", help="TLS private key (with -tls-cert-file)")
+    parser.add_argument("-watch-config", "--watch-config", action="store_true", help="reload when the config changes")
     parser.add_argument("-version", "--version", action="store_true", help="print the version and exit")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config is None and args.config_dir is None:
+        args.config = "config.yaml"
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        parser.error("-tls-cert-file and -tls-key-file must be given together")
+    if args.listen is None:
+        args.listen = ":8443" if args.tls_cert_file else ":8080"
+    return args
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
@@ -48,24 +62,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         host, port = parse_listen(args.listen)
-        config = load_config(args.config)
-    except (ConfigError, ValueError) as exc:
+        config = _load(args)
+        tls = _tls_context(args)
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=_LEVELS.get(config.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stdout,
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    _set_log_level(config)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(config, host, port))
-    return uvloop.run(serve(config, host, port))
+        return asyncio.run(serve(config, host, port, args, tls))
+    return uvloop.run(serve(config, host, port, args, tls))
 
 
-async def serve(config: Config, host: str | None, port: int) -> int:
-    """Run until SIGINT/SIGTERM, then drain briefly and stop every upstream in parallel."""
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, config_dir=args.config_dir)
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert_file, args.tls_key_file)
+    return context
+
+
+def _set_log_level(config: Config) -> None:
+    logging.getLogger().setLevel(_LEVELS.get(config.log_level, logging.INFO))
+
+
+async def serve(
+    config: Config, host: str | None, port: int, args: argparse.Namespace, tls: ssl.SSLContext | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM, then drain briefly and stop every upstream in parallel.
+
+    SIGHUP (and, with -watch-config, any change to the config files) reloads the config.
+    """
     app = build_app(config)
     app.on_shutdown.append(_stop_admitting)
     # aiohttp waits shutdown_timeout for handlers to finish, then as long again after
@@ -73,7 +106,7 @@ async def serve(config: Config, host: str | None, port: int) -> int:
     runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
                            shutdown_timeout=DRAIN_SECONDS / 2)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -81,15 +114,38 @@ async def serve(config: Config, host: str | None, port: int) -> int:
         print(f"llama-swap: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     log.info("llama-swap %s listening on %s:%d with %d models", __version__, host or "*", port, len(config.models))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s:%d, beyond loopback: anyone who can reach it can use your models",
+                    host or "all interfaces", port)
+
+    async def reload() -> None:
+        try:
+            new = _load(args)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+            return
+        _set_log_level(new)
+        app[SERVICE].apply(new)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    watcher = asyncio.ensure_future(_watch(args, reload)) if args.watch_config else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("shutting down: stopping all upstreams")
     await runner.cleanup()
     log.info("stopped")
     return 0
+
+
+async def _watch(args: argparse.Namespace, reload: Callable[[], Awaitable[None]]) -> None:
+    files = [Path(args.config)] if args.config else []
+    dirs = [Path(args.config_dir)] if args.config_dir else []
+    await watch(files, dirs, reload)
 
 
 async def _stop_admitting(app: web.Application) -> None:

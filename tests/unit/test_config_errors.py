@@ -64,6 +64,43 @@ def test_several_errors_are_listed_one_per_line() -> None:
     ]
 
 
+def test_schema_errors_come_before_rule_errors() -> None:
+    lines = _error("""
+models:
+  fixed:
+    cmd: srv --port 8080
+    ttl: abc
+  other:
+    cmd: srv ${PORT} ${nope}
+    unlisted: 1
+startPort: x
+""").splitlines()
+    assert lines == [
+        "config.yaml:5: models.fixed.ttl: must be an integer",
+        "config.yaml:8: models.other.unlisted: must be true or false",
+        "config.yaml:9: startPort: must be an integer",
+        "config.yaml:3: models.fixed.proxy: uses ${PORT} but cmd does not; "
+        "a model with a fixed port must set proxy to its URL",
+        "config.yaml:7: models.other.cmd: unknown macro ${nope}",
+    ]
+
+
+def test_name_clashes_are_all_listed() -> None:
+    lines = _error("""
+models:
+  a:
+    cmd: srv ${PORT}
+    aliases: [b, x]
+  b:
+    cmd: srv ${PORT}
+    aliases: [x]
+""").splitlines()
+    assert lines == [
+        'config.yaml:5: models.a.aliases[0]: alias "b" is already used as a model id',
+        'config.yaml:8: models.b.aliases[0]: alias "x" is already used as an alias of model a',
+    ]
+
+
 def test_many_errors_are_capped() -> None:
     text = "".join(f"bad{i}: 1\n" for i in range(8))
     lines = _error(text).splitlines()

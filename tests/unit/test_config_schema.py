@@ -279,13 +279,13 @@ models:
     aliases: [other, shared]
 """)
     assert str(caught.value) == (
-        'config.yaml:8: models.b.aliases[1]: duplicate alias "shared" (already used by model a)'
+        'config.yaml:8: models.b.aliases[1]: alias "shared" is already used as an alias of model a'
     )
 
 
 def test_alias_equal_to_a_model_id_is_an_error() -> None:
     with pytest.raises(
-        ConfigError, match=r'models\.a\.aliases\[0\]: alias "b" is already a model id'
+        ConfigError, match=r'models\.a\.aliases\[0\]: alias "b" is already used as a model id'
     ):
         load_config_text(
             "models:\n  a:\n    cmd: s ${PORT}\n    aliases: [b]\n  b:\n    cmd: s ${PORT}\n"
@@ -330,7 +330,6 @@ routing:
   router: {use: group, settings: {groups: {g: {members: [small]}}}}
   scheduler: {use: fifo}
 groups: {}
-matrix: {vars: {s: small}, sets: {one: s}}
 peers:
   openrouter: {proxy: https://openrouter.ai/api, models: [x]}
 logRequests: true
@@ -342,12 +341,12 @@ models:
     cmd: srv ${PORT}
     healthCheckTimeout: 1
 """)
-    assert cfg.store == {"path": "/tmp/activity.db"}
-    assert cfg.peers["openrouter"]["models"] == ["x"]
-    assert cfg.hooks["on_startup"]["preload"] == ["small"]
+    assert cfg.store is not None and cfg.store.path == "/tmp/activity.db"
+    assert cfg.peers["openrouter"].models == ["x"]
+    assert cfg.hooks.on_startup.preload == ["small"]
     assert cfg.routing["router"]["use"] == "group"
-    assert cfg.profiles["fast"]["pins"] == {"big": "small"}
-    assert cfg.matrix == {"vars": {"s": "small"}, "sets": {"one": "s"}}
+    assert cfg.profiles["fast"].pins == {"big": "small"}
+    assert cfg.routing_spec.use == "group" and cfg.routing_spec.groups["g"].members == ("small",)
     assert cfg.metrics_max_in_memory == 50
     assert cfg.capture_buffer == 0
     assert cfg.models["small"].health_check_timeout == 120

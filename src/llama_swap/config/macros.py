@@ -7,10 +7,11 @@ integer field such as `ttl: ${idle}` validates as an integer.
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from llama_swap.config.command import strip_comment_lines
-from llama_swap.config.schema import DEFAULT_PROXY, KeyPath, PathError
+from llama_swap.config.fields import KeyPath, PathError
+from llama_swap.config.model import DEFAULT_PROXY
 
 Scalar = str | int | float | bool
 Scope = dict[str, Scalar]
@@ -107,25 +108,37 @@ def _quote_at(line: str, position: int) -> str | None:
 # --- user macros, MODEL_ID and PORT on the parsed tree ---------------------------------
 
 
-def expand_tree(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
-    """Expand all macros in a parsed config; returns the new tree and model id -> port.
+class Expansion(NamedTuple):
+    """An expanded tree, the ports given out, and the rule violations found on the way."""
+
+    tree: dict[str, Any]
+    ports: dict[str, int]
+    problems: list[PathError]
+
+
+def expand_tree(tree: dict[str, Any]) -> Expansion:
+    """Expand all macros in a parsed config.
 
     Global macros apply to every value outside `models`; each model sees `MODEL_ID`, the
-    globals and its own macros. Anything like `${x}` left over is an error.
+    globals and its own macros. A broken macro definition is raised at once; a leftover
+    `${x}` or a fixed-port model without a proxy is collected, so it can be reported
+    alongside the schema errors of the expanded tree.
     """
     declared = _declared(tree.get("macros"), ("macros",))
     scope = _resolve(declared)
     result = {key: value if key in ("macros", "models") else substitute(value, scope)
               for key, value in tree.items()}
     ports: dict[str, int] = {}
+    problems: list[PathError] = []
     models = tree.get("models")
     if isinstance(models, dict):
         expanded = {model_id: _expand_model(model_id, model, declared)
                     for model_id, model in models.items()}
-        ports = _assign_ports(expanded, result.get("startPort", DEFAULT_START_PORT))
+        ports = _assign_ports(expanded, result.get("startPort"), problems)
         result["models"] = expanded
-    _check_leftovers(result, ())
-    return result, ports
+    reported = {problem.path for problem in problems}
+    problems += [leftover for leftover in _leftovers(result, ()) if leftover.path not in reported]
+    return Expansion(result, ports, problems)
 
 
 def substitute(value: Any, scope: Scope) -> Any:
@@ -219,8 +232,12 @@ def _substitute_model(model: dict[str, Any], scope: Scope) -> dict[str, Any]:
     return result
 
 
-def _assign_ports(models: dict[str, Any], start: Any) -> dict[str, int]:
-    """Give each model whose cmd uses `${PORT}` the next port, in sorted model-id order."""
+def _assign_ports(models: dict[str, Any], start: Any, problems: list[PathError]) -> dict[str, int]:
+    """Give each model whose cmd uses `${PORT}` the next port, in sorted model-id order.
+
+    An invalid `startPort` counts from the default; the schema reports the bad value.
+    """
+    first = start if _is_port(start) else DEFAULT_START_PORT
     ports: dict[str, int] = {}
     for model_id in sorted(models):
         model = models[model_id]
@@ -228,43 +245,42 @@ def _assign_ports(models: dict[str, Any], start: Any) -> dict[str, int]:
             continue
         cmd, proxy = model.get("cmd"), model.get("proxy")
         if isinstance(cmd, str) and PORT_REF in cmd:
-            ports[model_id] = _start_port(start) + len(ports)
+            ports[model_id] = first + len(ports)
             models[model_id] = _substitute_model(model, {"PORT": ports[model_id]})
         elif isinstance(proxy, str) and PORT_REF in proxy:
-            raise PathError(("models", model_id, "proxy"),
-                            "uses ${PORT} but cmd does not; a model with a fixed port "
-                            "must set proxy to its URL")
+            problems.append(PathError(("models", model_id, "proxy"),
+                                      "uses ${PORT} but cmd does not; a model with a fixed "
+                                      "port must set proxy to its URL"))
     return ports
 
 
-def _start_port(start: Any) -> int:
-    if not isinstance(start, int) or isinstance(start, bool):
-        raise PathError(("startPort",), "must be an integer")
-    if start < 1:
-        raise PathError(("startPort",), "must be >= 1")
-    return start
+def _is_port(start: Any) -> bool:
+    return isinstance(start, int) and not isinstance(start, bool) and start >= 1
 
 
-def _check_leftovers(value: Any, path: KeyPath) -> None:
-    """Fail on any `${...}` still present; `${PID}` may only stay in a model's cmdStop."""
+def _leftovers(value: Any, path: KeyPath) -> Iterator[PathError]:
+    """Every `${...}` still present; `${PID}` may only stay in a model's cmdStop."""
     if isinstance(value, dict):
         for key, item in value.items():
             if key == "macros" and (path == () or (path[:1] == ("models",) and len(path) == 2)):
                 continue
             if path[-2:] == ("filters", "setParamsByID"):
-                _check_text(key, (*path, key))
-            _check_leftovers(item, (*path, key))
+                yield from _text_leftovers(key, (*path, key))
+            yield from _leftovers(item, (*path, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_leftovers(item, (*path, index))
+            yield from _leftovers(item, (*path, index))
     elif isinstance(value, str):
-        _check_text(value, path)
+        yield from _text_leftovers(value, path)
 
 
-def _check_text(text: str, path: KeyPath) -> None:
+def _text_leftovers(text: str, path: KeyPath) -> Iterator[PathError]:
+    """The first bad reference in one string (one message per key is enough)."""
     for ref in _LEFTOVER.finditer(text):
         name = ref.group(1)
         if name != "PID":
-            raise PathError(path, f"unknown macro ${{{name}}}")
+            yield PathError(path, f"unknown macro ${{{name}}}")
+            return
         if not (len(path) == 3 and path[0] == "models" and path[2] == "cmdStop"):
-            raise PathError(path, "${PID} is only allowed in cmdStop")
+            yield PathError(path, "${PID} is only allowed in cmdStop")
+            return

@@ -46,6 +46,9 @@ class Metrics:
             "llamaswap_model_state", "1 for the state each model is in.", ("model", "state"), registry=self.registry
         )
         self.running = Gauge("llamaswap_running_models", "Models whose upstream is alive.", registry=self.registry)
+        self.queued = Gauge(
+            "llamaswap_queued_requests", "Requests waiting for a swap they cannot start yet.", registry=self.registry
+        )
         self._alive: set[str] = set()
         for model in models:
             self.set_state(model, ProcessState.STOPPED)

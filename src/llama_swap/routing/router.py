@@ -63,10 +63,11 @@ class Router:
         policy: EvictionPolicy,
         *,
         limits: dict[str, int] | None = None,
+        priorities: dict[str, int] | None = None,
         on_swap: SwapObserver | None = None,
     ) -> None:
         self.processes = processes
-        self._scheduler = Scheduler(processes, policy, limits=limits)
+        self._scheduler = Scheduler(processes, policy, limits=limits, priorities=priorities)
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._starts: dict[str, asyncio.Task[None]] = {}
@@ -115,6 +116,9 @@ class Router:
         """The granted request is over (answered, failed or abandoned)."""
         self._apply(self._scheduler.finished(lease.req))
         self._refresh_ttl(lease.process.id)
+
+    def queue_length(self) -> int:
+        return len(self._scheduler.queued())
 
     def queue_position(self, model: str) -> int | None:
         return self._scheduler.queue_position(model)

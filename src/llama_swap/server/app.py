@@ -70,6 +70,7 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         service = Service(config, use_reaper=use_reaper)
         app[SERVICE] = service
+        service.start_background()
         yield
         await service.close()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Coroutine
 
 import aiohttp
 
@@ -12,8 +14,8 @@ from llama_swap.observe.metrics import Metrics
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.proxy import make_session
 from llama_swap.reaper import Reaper
-from llama_swap.routing.policy import OneAtATime
-from llama_swap.routing.router import Router
+from llama_swap.routing.policy import build_policy
+from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.errors import model_not_found
 
 log = logging.getLogger("llama_swap.service")
@@ -28,23 +30,58 @@ class Service:
         self.metrics = Metrics(sorted(config.models))
         self.session: aiohttp.ClientSession = make_session()
         self.reaper = Reaper() if use_reaper else None
-        self.processes = {
-            model_id: ModelProcess(
-                model,
-                health_check_timeout=config.health_check_timeout,
-                session=self.session,
-                reaper=self.reaper,
-                on_state=self._state_changed,
-                on_crash=self._crashed,
-            )
-            for model_id, model in sorted(config.models.items())
-        }
         self.router = Router(
-            self.processes,
-            OneAtATime(),
-            limits={m: c.concurrency_limit for m, c in config.models.items()},
+            {model_id: self._process(model) for model_id, model in sorted(config.models.items())},
+            build_policy(config.routing_spec),
+            limits=_limits(config),
+            priorities=config.routing_spec.priorities,
             on_swap=self.metrics.swap_done,
         )
+        self.processes = self.router.processes  # one dict: the router adds and drops entries
+        self.metrics.queued.set_function(self.router.queue_length)  # read at scrape time only
+        self._background: set[asyncio.Task[None]] = set()
+
+    def start_background(self) -> None:
+        """Work that starts with the service: the `hooks.on_startup.preload` models."""
+        self._spawn(self._preload(self.config.preload))
+
+    def apply(self, new: Config) -> None:
+        """Switch to a reloaded config as a diff, without downtime.
+
+        Models whose effective settings did not change keep running (live settings such
+        as ttl, aliases or names apply at once); changed and removed ones stop when their
+        in-flight requests are done; added ones are usable immediately.
+        """
+        old = self.config
+        fresh: dict[str, ModelProcess] = {}
+        changed: set[str] = set()
+        for model_id, model in new.models.items():
+            process = self.processes.get(model_id)
+            if process is not None and process.config.fingerprint() == model.fingerprint():
+                process.config = model
+                process.health_check_timeout = new.health_check_timeout
+                continue
+            fresh[model_id] = self._process(model, new)
+            if process is not None:
+                changed.add(model_id)
+            else:
+                self.metrics.set_state(model_id, ProcessState.STOPPED)
+        removed = sorted(set(old.models) - set(new.models))
+        self.config = new
+        self.router.reconfigure(
+            fresh=fresh,
+            changed=changed,
+            policy=build_policy(new.routing_spec),
+            limits=_limits(new),
+            priorities=new.routing_spec.priorities,
+        )
+        added = sorted(set(fresh) - changed)
+        log.info(
+            "config reloaded: added %s, changed %s, removed %s, %d unchanged",
+            added or "none", sorted(changed) or "none", removed or "none",
+            len(new.models) - len(fresh),
+        )
+        self._spawn(self._preload([m for m in new.preload if m not in old.preload or m in fresh]))
 
     def resolve(self, name: str) -> ModelConfig:
         """The model for an id or alias; raises a 404 `HTTPError` naming it otherwise."""
@@ -55,10 +92,38 @@ class Service:
 
     async def close(self) -> None:
         """Stop every upstream in parallel, then release the client and the reaper."""
+        for task in list(self._background):
+            task.cancel()
         await self.router.shutdown()
         await self.session.close()
         if self.reaper is not None:
             self.reaper.close()
+
+    def _process(self, model: ModelConfig, config: Config | None = None) -> ModelProcess:
+        return ModelProcess(
+            model,
+            health_check_timeout=(config or self.config).health_check_timeout,
+            session=self.session,
+            reaper=self.reaper,
+            on_state=self._state_changed,
+            on_crash=self._crashed,
+        )
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _preload(self, models: list[str]) -> None:
+        """Start models in order, obeying the eviction policy; failures are only logged."""
+        for model in models:
+            try:
+                lease = await self.router.acquire(model, counted=False)
+            except RouteError as exc:
+                log.error("[%s] preload failed: %s", model, exc.message)
+                continue
+            self.router.release(lease)
+            log.info("[%s] preloaded", model)
 
     def _state_changed(self, model: str, state: ProcessState) -> None:
         self.metrics.set_state(model, state)
@@ -66,3 +131,7 @@ class Service:
 
     def _crashed(self, model: str) -> None:
         self.router.crashed(model)
+
+
+def _limits(config: Config) -> dict[str, int]:
+    return {m: c.concurrency_limit for m, c in config.models.items()}
