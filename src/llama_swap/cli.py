@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return uvloop.run(serve(config, host, port, args, tls))
 
 
-def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, config_dir=args.config_dir)
+def _load(args: argparse.Namespace, running: Config | None = None) -> Config:
+    """Load the config; on a reload, models keep the ports they run on."""
+    keep = {m: c.port for m, c in running.models.items() if c.port is not None} if running else None
+    return load_config(args.config, config_dir=args.config_dir, keep_ports=keep)
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -120,7 +122,7 @@ async def serve(
 
     async def reload() -> None:
         try:
-            new = _load(args)
+            new = _load(args, app[SERVICE].config)
         except ConfigError as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
             return

@@ -72,3 +72,20 @@ def test_env_order_only_matters_for_the_winning_value() -> None:
     assert _fingerprint("    env: [A=1, B=2]\n") == _fingerprint("    env: [B=2, A=1]\n")
     assert _fingerprint("    env: [A=1, A=2]\n") == _fingerprint("    env: [A=2]\n")
     assert _fingerprint("    env: [A=2, A=1]\n") != _fingerprint("    env: [A=2]\n")
+
+
+def test_reload_keeps_running_models_on_their_ports() -> None:
+    before = load_config_text("models:\n  b:\n    cmd: srv ${PORT}\n  c:\n    cmd: srv ${PORT}\n")
+    assert {m: c.port for m, c in before.models.items()} == {"b": 5800, "c": 5801}
+    text = "models:\n  a:\n    cmd: srv ${PORT}\n  b:\n    cmd: srv ${PORT}\n  c:\n    cmd: srv ${PORT}\n"
+    fresh = load_config_text(text)
+    assert {m: c.port for m, c in fresh.models.items()} == {"a": 5800, "b": 5801, "c": 5802}
+    kept = load_config_text(text, keep_ports={"b": 5800, "c": 5801})
+    assert {m: c.port for m, c in kept.models.items()} == {"a": 5802, "b": 5800, "c": 5801}
+    assert kept.models["b"].fingerprint() == before.models["b"].fingerprint()
+    assert kept.models["b"].argv == ["srv", "5800"]
+
+
+def test_kept_ports_below_a_raised_start_port_are_reassigned() -> None:
+    text = "startPort: 6000\nmodels:\n  b:\n    cmd: srv ${PORT}\n"
+    assert load_config_text(text, keep_ports={"b": 5800}).models["b"].port == 6000

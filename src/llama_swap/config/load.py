@@ -8,6 +8,7 @@ unknown keys) come first, then rule violations (macros, ports, name clashes).
 
 import difflib
 import os
+from collections.abc import Mapping
 from functools import partial
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -45,8 +46,13 @@ _MESSAGES = {
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *,
-                config_dir: str | os.PathLike[str] | None = None) -> Config:
-    """Load the `-config` file and/or the `-config-dir` files (merged in name order)."""
+                config_dir: str | os.PathLike[str] | None = None,
+                keep_ports: Mapping[str, int] | None = None) -> Config:
+    """Load the `-config` file and/or the `-config-dir` files (merged in name order).
+
+    ``keep_ports`` (on reload: model id → the port it runs on) keeps running models on
+    their ports; see `macros.expand_tree`.
+    """
     sources = source_files(path, config_dir)
     tree: dict[str, Any] = {}
     lines: Lines = {}
@@ -55,20 +61,22 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
         part = parse_source(read_source(source), source, part_lines)
         merge_source(tree, lines, part, part_lines, source)
     origin = os.fspath(path if path is not None else config_dir or "")
-    return _build(tree, lines, sources, origin)
+    return _build(tree, lines, sources, origin, keep_ports)
 
 
-def load_config_text(text: str, source: str = "config.yaml") -> Config:
+def load_config_text(text: str, source: str = "config.yaml", keep_ports: Mapping[str, int] | None = None) -> Config:
     """Load and validate config YAML given as a string; `source` names it in messages."""
     lines: Lines = {}
-    return _build(parse_source(text, source, lines), lines, [source], source)
+    return _build(parse_source(text, source, lines), lines, [source], source, keep_ports)
 
 
-def _build(tree: dict[str, Any], lines: Lines, sources: list[str], origin: str) -> Config:
+def _build(
+    tree: dict[str, Any], lines: Lines, sources: list[str], origin: str, keep_ports: Mapping[str, int] | None
+) -> Config:
     """Expand and validate the merged tree; raise one ConfigError listing what is wrong."""
     where = partial(locate, lines, source=origin)
     try:
-        expansion = expand_tree(tree)
+        expansion = expand_tree(tree, keep_ports)
     except PathError as err:
         raise ConfigError(where(err.path, err.message)) from None
     context = {"ports": expansion.ports, "source": origin, "sources": sources, "locate": where}

@@ -116,7 +116,7 @@ class Expansion(NamedTuple):
     problems: list[PathError]
 
 
-def expand_tree(tree: dict[str, Any]) -> Expansion:
+def expand_tree(tree: dict[str, Any], keep_ports: Mapping[str, int] | None = None) -> Expansion:
     """Expand all macros in a parsed config.
 
     Global macros apply to every value outside `models`; each model sees `MODEL_ID`, the
@@ -134,7 +134,7 @@ def expand_tree(tree: dict[str, Any]) -> Expansion:
     if isinstance(models, dict):
         expanded = {model_id: _expand_model(model_id, model, declared)
                     for model_id, model in models.items()}
-        ports = _assign_ports(expanded, result.get("startPort"), problems)
+        ports = _assign_ports(expanded, result.get("startPort"), problems, keep_ports or {})
         result["models"] = expanded
     reported = {problem.path for problem in problems}
     problems += [leftover for leftover in _leftovers(result, ()) if leftover.path not in reported]
@@ -232,26 +232,42 @@ def _substitute_model(model: dict[str, Any], scope: Scope) -> dict[str, Any]:
     return result
 
 
-def _assign_ports(models: dict[str, Any], start: Any, problems: list[PathError]) -> dict[str, int]:
+def _assign_ports(
+    models: dict[str, Any], start: Any, problems: list[PathError], keep: Mapping[str, int]
+) -> dict[str, int]:
     """Give each model whose cmd uses `${PORT}` the next port, in sorted model-id order.
 
     An invalid `startPort` counts from the default; the schema reports the bad value.
+    On a reload, ``keep`` holds the ports models already run on: they keep them (from
+    `startPort` up), so adding a model does not shift — and restart — all the others.
     """
     first = start if _is_port(start) else DEFAULT_START_PORT
-    ports: dict[str, int] = {}
+    users = [m for m in sorted(models) if isinstance(models[m], dict) and _uses_port(models[m].get("cmd"))]
+    ports = {m: keep[m] for m in users if keep.get(m, -1) >= first}
+    taken = set(ports.values())
+    candidate = first
+    for model_id in users:
+        if model_id in ports:
+            continue
+        while candidate in taken:
+            candidate += 1
+        ports[model_id] = candidate
+        taken.add(candidate)
     for model_id in sorted(models):
         model = models[model_id]
         if not isinstance(model, dict):
             continue
-        cmd, proxy = model.get("cmd"), model.get("proxy")
-        if isinstance(cmd, str) and PORT_REF in cmd:
-            ports[model_id] = first + len(ports)
+        if model_id in ports:
             models[model_id] = _substitute_model(model, {"PORT": ports[model_id]})
-        elif isinstance(proxy, str) and PORT_REF in proxy:
+        elif isinstance(model.get("proxy"), str) and PORT_REF in model["proxy"]:
             problems.append(PathError(("models", model_id, "proxy"),
                                       "uses ${PORT} but cmd does not; a model with a fixed "
                                       "port must set proxy to its URL"))
     return ports
+
+
+def _uses_port(cmd: Any) -> bool:
+    return isinstance(cmd, str) and PORT_REF in cmd
 
 
 def _is_port(start: Any) -> bool:
