@@ -15,6 +15,7 @@ from aiohttp import web
 
 from llama_swap import __version__
 from llama_swap.config import Config, ConfigError, load_config
+from llama_swap.observe.logs import configure_logging
 from llama_swap.server.app import build_app
 from llama_swap.server.inference import SERVICE
 from llama_swap.watch import watch
@@ -23,7 +24,6 @@ log = logging.getLogger("llama_swap")
 
 DRAIN_SECONDS = 5.0  # on shutdown, in-flight requests get this long before upstreams stop
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -67,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
-    _set_log_level(config)
+    configure_logging(config)
     try:
         import uvloop
     except ImportError:
@@ -88,10 +87,6 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.tls_cert_file, args.tls_key_file)
     return context
-
-
-def _set_log_level(config: Config) -> None:
-    logging.getLogger().setLevel(_LEVELS.get(config.log_level, logging.INFO))
 
 
 async def serve(
@@ -126,7 +121,7 @@ async def serve(
         except ConfigError as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
             return
-        _set_log_level(new)
+        configure_logging(new)
         app[SERVICE].apply(new)
 
     stop = asyncio.Event()

@@ -102,6 +102,8 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
         text = textwrap.dedent(config_yaml)
         if "startPort" not in text:  # keep concurrent test runs off each other's ports
             text = f"startPort: {random.randrange(20000, 60000, 50)}\n" + text
+        if "logToStdout" not in text:  # tests read upstream output from the service's stdout
+            text = "logToStdout: both\n" + text
         config_path.write_text(text)
         service = launch(config_path, tmp_path / f"service{len(started)}.log")
         started.append(service)
