@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from llama_swap.config import ModelConfig
+from llama_swap.proxy import Deadlines, deadlines
 from llama_swap.reaper import Reaper
 
 log = logging.getLogger("llama_swap.process")
@@ -140,6 +141,11 @@ class ModelProcess:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def deadlines(self) -> Deadlines:
+        timeouts = self.config.timeouts
+        return deadlines(timeouts.connect, timeouts.response_header)
 
     @property
     def base_url(self) -> str:

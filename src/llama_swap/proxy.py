@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import aiohttp
@@ -80,27 +82,55 @@ def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     return headers
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """A model's `timeouts.connect` and `timeouts.responseHeader`, in seconds (0 = none)."""
+
+    connect: int = 30
+    response_header: int = 0
+
+    @functools.cached_property
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect or None)
+
+
+@functools.lru_cache(maxsize=None)
+def deadlines(connect: int, response_header: int) -> Deadlines:
+    """Shared, so the hot path builds no timeout objects."""
+    return Deadlines(connect, response_header)
+
+
 @contextlib.asynccontextmanager
 async def open_upstream(
-    request: web.Request, session: aiohttp.ClientSession, url: str, body: bytes, *, model: str
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    model: str,
+    deadlines: Deadlines = Deadlines(),
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """Send ``request`` (body already read) to ``url``; yields the upstream's response.
 
-    Raises `UpstreamUnavailable` if the upstream fails before answering. Leaving the
-    block closes the upstream call — which is how a client disconnect (it cancels the
-    handler) stops the upstream's work.
+    Raises `UpstreamUnavailable` if the upstream fails (or misses its deadlines) before
+    answering. Leaving the block closes the upstream call — which is how a client
+    disconnect (it cancels the handler) stops the upstream's work.
     """
+    upstream_cm = session.request(
+        request.method,
+        url,
+        headers=_request_headers(request),
+        data=body if body else None,
+        allow_redirects=False,
+        compress=None,
+        timeout=deadlines.client_timeout,
+    )
     try:
-        upstream_cm = session.request(
-            request.method,
-            url,
-            headers=_request_headers(request),
-            data=body if body else None,
-            allow_redirects=False,
-            compress=None,
-        )
-        upstream = await upstream_cm.__aenter__()
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        async with asyncio.timeout(deadlines.response_header or None):
+            upstream = await upstream_cm.__aenter__()
+    except TimeoutError as exc:
+        raise UpstreamUnavailable(f"upstream '{model}' did not answer in time: {exc or 'timed out'}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamUnavailable(f"upstream '{model}' did not answer: {exc or type(exc).__name__}") from exc
     try:
         yield upstream
@@ -115,9 +145,10 @@ async def forward(
     body: bytes,
     *,
     model: str,
+    deadlines: Deadlines = Deadlines(),
 ) -> web.StreamResponse:
     """Proxy ``request`` to ``url`` and stream the answer back with its status and headers."""
-    async with open_upstream(request, session, url, body, model=model) as upstream:
+    async with open_upstream(request, session, url, body, model=model, deadlines=deadlines) as upstream:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length

@@ -242,3 +242,28 @@ def test_cors_preflight_is_answered_without_starting_a_model(two: RunningService
     assert "POST" in response.headers["access-control-allow-methods"]
     assert response.headers["access-control-allow-headers"] == "content-type, authorization"
     assert two.http.get("/running").json() == {"running": []}
+
+
+def test_response_header_timeout_gives_502(start_service) -> None:
+    service = start_service(
+        f"""
+        models:
+          m:
+            cmd: {fake_cmd(name="m")}
+            timeouts:
+              responseHeader: 1
+        """
+    )
+    response = service.http.get("/slow", params={"model": "m", "seconds": 5})
+    assert response.status_code == 502
+    assert "upstream 'm' did not answer in time" in response.json()["error"]
+    assert service.http.get("/slow", params={"model": "m", "seconds": 0}).json()["done"] is True
+
+
+def test_static_asset_requests_do_not_load_a_model(two: RunningService) -> None:
+    response = two.http.get("/upstream/alpha/assets/app.js")
+    assert response.status_code == 409
+    assert "upstream.ignorePaths" in response.json()["error"]
+    assert two.http.get("/running").json() == {"running": []}
+    two.http.get("/upstream/alpha/load")
+    assert two.http.get("/upstream/alpha/assets/app.js").status_code == 404  # now the upstream's own answer

@@ -72,7 +72,10 @@ async def serve(
             status = exc.status
             raise _route_error(exc) from exc
         try:
-            response = await forward(request, service.session, lease.process.base_url + path_qs, body, model=model)
+            process = lease.process
+            response = await forward(
+                request, service.session, process.base_url + path_qs, body, model=model, deadlines=process.deadlines
+            )
             status = response.status
             return response
         except UpstreamUnavailable as exc:

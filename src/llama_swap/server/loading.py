@@ -115,7 +115,9 @@ async def _relay_upstream(
 ) -> tuple[web.StreamResponse, int]:
     url = lease.process.base_url + path_qs
     try:
-        async with open_upstream(request, service.session, url, body, model=model) as upstream:
+        async with open_upstream(
+            request, service.session, url, body, model=model, deadlines=lease.process.deadlines
+        ) as upstream:
             if upstream.status >= 400:
                 detail = (await upstream.text(errors="replace"))[:500]
                 message = f"upstream '{model}' answered {upstream.status}: {detail}"

@@ -78,10 +78,17 @@ async def upstream(request: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect(location=f"/upstream/{model.id}/{rest}")
     if rest.split("?", 1)[0] == "/load" and request.method == "GET":
         return await _load(service, model)
-    body = await request.read()
     path = rest.split("?", 1)[0]
+    if service.processes[model.id].state is not ProcessState.READY and _ignored(service, path):
+        raise HTTPError(409, f"model '{model.id}' is not loaded; {path} does not load it (upstream.ignorePaths)")
+    body = await request.read()
     counted = path in INFERENCE_PATHS
     return await serve(request, service, model.id, rest, body, path=path, counted=counted, requested=requested)
+
+
+def _ignored(service: Service, path: str) -> bool:
+    """Static assets a browser fetches from an upstream's UI must not trigger a swap."""
+    return any(pattern.search(path) for pattern in service.config.upstream.ignore_patterns)
 
 
 def _split_upstream_path(service: Service, raw_path: str) -> tuple[ModelConfig, str, str]:
