@@ -89,3 +89,8 @@ def test_reload_keeps_running_models_on_their_ports() -> None:
 def test_kept_ports_below_a_raised_start_port_are_reassigned() -> None:
     text = "startPort: 6000\nmodels:\n  b:\n    cmd: srv ${PORT}\n"
     assert load_config_text(text, keep_ports={"b": 5800}).models["b"].port == 6000
+
+
+def test_new_models_avoid_ports_of_removed_models_still_running() -> None:
+    text = "models:\n  c:\n    cmd: srv ${PORT}\n"
+    assert load_config_text(text, keep_ports={"a": 5800}).models["c"].port == 5801

@@ -239,12 +239,13 @@ def _assign_ports(
 
     An invalid `startPort` counts from the default; the schema reports the bad value.
     On a reload, ``keep`` holds the ports models already run on: they keep them (from
-    `startPort` up), so adding a model does not shift — and restart — all the others.
+    `startPort` up), so adding a model does not shift — and restart — all the others,
+    and new models never get a port a removed model may still be serving on.
     """
     first = start if _is_port(start) else DEFAULT_START_PORT
     users = [m for m in sorted(models) if isinstance(models[m], dict) and _uses_port(models[m].get("cmd"))]
     ports = {m: keep[m] for m in users if keep.get(m, -1) >= first}
-    taken = set(ports.values())
+    taken = set(keep.values())  # a removed model may still be finishing on its port
     candidate = first
     for model_id in users:
         if model_id in ports:

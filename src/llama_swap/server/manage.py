@@ -44,7 +44,8 @@ async def running(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     data = model_records(service.config, service.created, loaded=lambda model: service.processes[model].pid is not None)
-    return json_response({"object": "list", "data": data})
+    origin = request.headers.get("Origin")  # browser UIs list models cross-origin
+    return json_response({"object": "list", "data": data}, headers={"Access-Control-Allow-Origin": origin} if origin else None)
 
 
 async def unload_all_get(request: web.Request) -> web.Response:
