@@ -11,7 +11,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import httpx
 import openai
@@ -20,6 +20,7 @@ import pytest
 from tests.fakes import free_port, is_alive, wait_http
 
 START_TIMEOUT = 20.0
+HI = [{"role": "user", "content": "hi"}]
 
 
 @dataclass
@@ -37,6 +38,17 @@ class RunningService:
 
     def openai(self, **kwargs: object) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key="test-key", max_retries=0, timeout=60.0, **kwargs)  # type: ignore[arg-type]
+
+    def chat(self, model: str, **extra: object) -> httpx.Response:
+        """A plain (non-openai-client) chat completion request."""
+        return self.http.post("/v1/chat/completions", json={"model": model, "messages": HI, **extra})
+
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled Prometheus series from GET /metrics."""
+        for line in self.http.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"no {name} metric")
 
     def health(self) -> dict:
         return self.http.get("/health").json()
@@ -78,16 +90,24 @@ def service_command(config_path: Path, listen: str) -> list[str]:
     return [sys.executable, "-m", "llama_swap", "--config", str(config_path), "--listen", listen]
 
 
-def launch(config_path: Path, log_path: Path) -> RunningService:
+def launch(
+    config_path: Path,
+    log_path: Path,
+    *,
+    extra_args: Sequence[str] = (),
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunningService:
     """Start the service on a free loopback port, its output going to ``log_path``."""
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            service_command(config_path, f"127.0.0.1:{port}"),
+            [*service_command(config_path, f"127.0.0.1:{port}"), *extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
     return RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
 

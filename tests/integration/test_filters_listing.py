@@ -8,16 +8,14 @@ with the body it received.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fakes import fake_cmd, free_port
-from tests.integration.conftest import RunningService, service_command, stop_checking_orphans, wait_until
+from tests.fakes import fake_cmd
+from tests.integration.conftest import RunningService, launch, stop_checking_orphans, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.example.yaml"
 EXAMPLE_ENV = {"MODELS_DIR": "/srv/models", "OPENROUTER_API_KEY": "sk-or-example"}
@@ -172,18 +170,7 @@ def example_service(tmp_path: Path) -> Any:
     relative paths) with the environment variables the example needs."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text(EXAMPLE.read_text())
-    log_path = tmp_path / "service.log"
-    port = free_port()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            service_command(config_path, f"127.0.0.1:{port}"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=tmp_path,
-            env={**os.environ, **EXAMPLE_ENV, "PYTHONUNBUFFERED": "1"},
-        )
-    service = RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
+    service = launch(config_path, tmp_path / "service.log", cwd=tmp_path, env=EXAMPLE_ENV)
     try:
         service.wait_ready()
         yield service

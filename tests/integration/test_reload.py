@@ -11,7 +11,6 @@ import concurrent.futures
 import os
 import random
 import signal
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,16 +18,12 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
-from tests.fakes import fake_cmd, free_port, is_alive
-from tests.integration.conftest import RunningService, service_command, stop_checking_orphans, wait_until
+from tests.fakes import fake_cmd, is_alive
+from tests.integration.conftest import HI, RunningService, launch, stop_checking_orphans, wait_until
 
-HI = [{"role": "user", "content": "hi"}]
 RELOADED = "config reloaded:"
 FAILED = "config reload failed"
 
-
-def chat(service: RunningService, model: str, **extra: object) -> httpx.Response:
-    return service.http.post("/v1/chat/completions", json={"model": model, "messages": HI, **extra})
 
 
 def answer(response: httpx.Response) -> tuple[str, int]:
@@ -36,12 +31,6 @@ def answer(response: httpx.Response) -> tuple[str, int]:
     assert response.status_code == 200, response.text
     return response.json()["choices"][0]["message"]["content"], int(response.headers["x-upstream-pid"])
 
-
-def queued(service: RunningService) -> float:
-    for line in service.http.get("/metrics").text.splitlines():
-        if line.startswith("llamaswap_queued_requests "):
-            return float(line.split()[1])
-    raise AssertionError("no llamaswap_queued_requests metric")
 
 
 FIXTURE_KEYS = ("startPort", "logToStdout")  # top-level keys `start_service` adds when absent
@@ -88,10 +77,10 @@ def test_unchanged_model_keeps_running_while_a_changed_one_restarts(start_servic
     # the idle changed model stops at once; the unchanged one never noticed
     assert wait_until(lambda: not is_alive(change_pid), timeout=10)
     assert is_alive(keep_pid) and service.pid_of("keep") == keep_pid
-    assert answer(chat(service, "keep")) == ("hello from keep", keep_pid)
+    assert answer(service.chat("keep")) == ("hello from keep", keep_pid)
 
     # the next request starts the changed model with its new command
-    content, pid = answer(chat(service, "change"))
+    content, pid = answer(service.chat("change"))
     assert content == "bye from change"
     assert pid != change_pid and service.pid_of("change") == pid
     assert service.pid_of("keep") == keep_pid
@@ -115,8 +104,8 @@ def test_changed_model_finishes_its_stream_before_it_restarts(start_service) -> 
 
             reload(service, before.replace(fake_cmd(name="m"), fake_cmd(name="m", respond="new")))
             # a request arriving now waits for the new process instead of using the old one
-            waiting = pool.submit(chat, service, "m")
-            assert wait_until(lambda: queued(service) == 1, timeout=5)
+            waiting = pool.submit(service.chat, "m")
+            assert wait_until(lambda: service.metric("llamaswap_queued_requests") == 1, timeout=5)
             assert is_alive(old_pid)  # not cut: the stream still runs on it
 
             received += list(lines)
@@ -139,7 +128,7 @@ def test_removed_model_is_gone_and_an_added_one_is_usable_at_once(start_service)
             cmd: {fake_cmd(name="old")}
         """
     )
-    _, old_pid = answer(chat(service, "old"))
+    _, old_pid = answer(service.chat("old"))
 
     line = reload(
         service,
@@ -151,9 +140,9 @@ def test_removed_model_is_gone_and_an_added_one_is_usable_at_once(start_service)
     )
     assert "added ['new']" in line and "removed ['old']" in line
     assert wait_until(lambda: not is_alive(old_pid), timeout=10)
-    gone = chat(service, "old")
+    gone = service.chat("old")
     assert gone.status_code == 404 and "old" in gone.text
-    assert answer(chat(service, "new"))[0] == "hello from new"
+    assert answer(service.chat("new"))[0] == "hello from new"
     assert [m["id"] for m in service.http.get("/v1/models").json()["data"]] == ["new"]
     assert service.http.get("/running").json() == {"running": ["new"]}
 
@@ -166,17 +155,17 @@ def test_invalid_config_keeps_the_running_one(start_service) -> None:
             ttl: 0
         """
     service = start_service(before)
-    _, pid = answer(chat(service, "m"))
+    _, pid = answer(service.chat("m"))
 
     line = reload(service, before.replace("ttl: 0", "ttl: abc"), expect=FAILED)
     assert "models.m.ttl" in line
     assert RELOADED not in service.log()
     assert service.pid_of("m") == pid
-    assert answer(chat(service, "m")) == ("hello from m", pid)
+    assert answer(service.chat("m")) == ("hello from m", pid)
 
     # the file is fixed later: the next reload applies it
     reload(service, textwrap.dedent(before) + "    aliases: [fixed]\n")
-    assert answer(chat(service, "fixed")) == ("hello from m", pid)
+    assert answer(service.chat("fixed")) == ("hello from m", pid)
 
 
 def test_live_settings_apply_without_a_restart(start_service) -> None:
@@ -187,7 +176,7 @@ def test_live_settings_apply_without_a_restart(start_service) -> None:
             name: Old name
         """
     service = start_service(before)
-    _, pid = answer(chat(service, "m"))
+    _, pid = answer(service.chat("m"))
 
     after = f"""
         models:
@@ -203,7 +192,7 @@ def test_live_settings_apply_without_a_restart(start_service) -> None:
     [record] = service.http.get("/v1/models").json()["data"]
     assert record["name"] == "New name"
     assert record["meta"]["llamaswap"]["aliases"] == ["fresh"]
-    assert answer(chat(service, "fresh")) == ("hello from m", pid)
+    assert answer(service.chat("fresh")) == ("hello from m", pid)
     echoed = service.http.post("/echo/x", json={"model": "fresh", "temperature": 1}).json()
     assert echoed["upstream"] == "m"
     assert '"temperature":0.25' in echoed["body_text"]
@@ -228,7 +217,7 @@ def test_adding_a_model_restarts_no_other(start_service) -> None:
             cmd: {fake_cmd(name="z")}
         """
     )
-    pids = {model: answer(chat(service, model))[1] for model in ("m", "z")}
+    pids = {model: answer(service.chat(model))[1] for model in ("m", "z")}
 
     line = reload(
         service,
@@ -245,10 +234,10 @@ def test_adding_a_model_restarts_no_other(start_service) -> None:
         """,
     )
     assert "added ['a']" in line and "changed none" in line and "2 unchanged" in line
-    assert answer(chat(service, "a"))[0] == "hello from a"
+    assert answer(service.chat("a"))[0] == "hello from a"
     for model, pid in pids.items():
         assert is_alive(pid) and service.pid_of(model) == pid
-        assert answer(chat(service, model)) == (f"hello from {model}", pid)
+        assert answer(service.chat(model)) == (f"hello from {model}", pid)
     assert service.http.get("/running").json() == {"running": ["a", "m", "z"]}
 
 
@@ -267,7 +256,7 @@ def test_added_model_does_not_take_the_port_of_a_draining_removed_one(start_serv
         lines = response.iter_lines()
         next(lines)
         reload(service, coexisting("b", "c"))
-        added = chat(service, "c")
+        added = service.chat("c")
         list(lines)
     assert answer(added)[0] == "hello from c"  # today: 503 "port ... is already in use"
 
@@ -281,16 +270,7 @@ def start_watching(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
         start_port = random.randrange(20000, 32000, 50)  # below the ephemeral port range
         config_path.write_text(f"startPort: {start_port}\n" + textwrap.dedent(config_yaml))
         log_path = tmp_path / "watched.log"
-        port = free_port()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                service_command(config_path, f"127.0.0.1:{port}") + ["--watch-config"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        service = RunningService(proc, f"http://127.0.0.1:{port}", config_path, log_path)
+        service = launch(config_path, log_path, extra_args=["--watch-config"])
         started.append(service)
         service.wait_ready()
         return service
@@ -307,10 +287,10 @@ def test_watch_config_picks_up_a_saved_change(start_watching) -> None:
             cmd: {fake_cmd(name="m")}
         """
     service = start_watching(before)
-    _, pid = answer(chat(service, "m"))
-    assert chat(service, "later").status_code == 404
+    _, pid = answer(service.chat("m"))
+    assert service.chat("later").status_code == 404
 
     write_config(service.config_path, textwrap.dedent(before) + "    aliases: [later]\n")  # no SIGHUP
     assert wait_until(lambda: RELOADED in service.log(), timeout=10), service.log()
     assert "config change detected" in service.log()
-    assert answer(chat(service, "later")) == ("hello from m", pid)
+    assert answer(service.chat("later")) == ("hello from m", pid)

@@ -5,24 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-import httpx
 import openai
 
 from tests.fakes import fake_cmd, is_alive
-from tests.integration.conftest import RunningService, wait_until
-
-HI = [{"role": "user", "content": "hi"}]
-
-
-def chat(service: RunningService, model: str, **extra: object) -> httpx.Response:
-    return service.http.post("/v1/chat/completions", json={"model": model, "messages": HI, **extra})
-
-
-def queued(service: RunningService) -> float:
-    for line in service.http.get("/metrics").text.splitlines():
-        if line.startswith("llamaswap_queued_requests "):
-            return float(line.split()[1])
-    raise AssertionError("no llamaswap_queued_requests metric")
+from tests.integration.conftest import HI, wait_until
 
 
 def test_concurrency_limit_answers_429_with_retry_after(start_service) -> None:
@@ -39,12 +25,12 @@ def test_concurrency_limit_answers_429_with_retry_after(start_service) -> None:
     with service.http.stream("POST", "/v1/chat/completions", json=slow) as first, \
             service.http.stream("POST", "/v1/chat/completions", json=slow) as second:
         assert first.status_code == second.status_code == 200
-        rejected = chat(service, "m")
+        rejected = service.chat("m")
         assert rejected.status_code == 429
         assert rejected.headers["retry-after"] == "1"
         assert rejected.json() == {"error": "too many requests for model 'm' (concurrency limit 2)"}
     # the two streams were abandoned: their slots come back once the service notices
-    assert wait_until(lambda: chat(service, "m").status_code == 200, timeout=10)
+    assert wait_until(lambda: service.chat("m").status_code == 200, timeout=10)
 
 
 def test_ttl_unloads_an_idle_model_and_never_during_a_request(start_service) -> None:
@@ -171,9 +157,9 @@ def test_queue_serves_higher_priority_first(start_service) -> None:
     stream = {"model": "busy", "messages": HI, "stream": True, "n_chunks": 6, "chunk_delay": 0.25}
     with service.http.stream("POST", "/v1/chat/completions", json=stream) as busy:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            normal = pool.submit(lambda: (chat(service, "normal"), order.append("normal")))
-            assert wait_until(lambda: queued(service) == 1, timeout=10)  # normal arrived first
-            urgent = pool.submit(lambda: (chat(service, "urgent"), order.append("urgent")))
+            normal = pool.submit(lambda: (service.chat("normal"), order.append("normal")))
+            assert wait_until(lambda: service.metric("llamaswap_queued_requests") == 1, timeout=10)  # normal arrived first
+            urgent = pool.submit(lambda: (service.chat("urgent"), order.append("urgent")))
             "".join(busy.iter_text())
             normal.result(timeout=30)
             urgent.result(timeout=30)
