@@ -15,6 +15,7 @@ import pytest
 
 from llama_swap import __version__
 from tests.fakes import fake_cmd, free_port, wait_http
+from tests.integration.conftest import wait_until
 
 PYTHON_M = [sys.executable, "-m", "llama_swap"]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("llama-swap")
@@ -115,3 +116,43 @@ def test_port_in_use_is_a_clear_error(config: Path) -> None:
         result = run([*PYTHON_M, "-config", str(config), "-listen", f"127.0.0.1:{port}"])
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tls_flags_serve_https(config: Path, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                "-days", "1", "-subj", "/CN=127.0.0.1"])
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    argv = [*PYTHON_M, "-config", str(config), "-listen", f"127.0.0.1:{port}",
+            "-tls-cert-file", str(cert), "-tls-key-file", str(key)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get(f"https://127.0.0.1:{port}/health", verify=False, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(answers, timeout=20)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)  # plain HTTP is not served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_tls_flags_must_come_together(config: Path) -> None:
+    result = run([*PYTHON_M, "-config", str(config), "-tls-cert-file", "cert.pem"])
+    assert result.returncode != 0
+    assert "-tls-cert-file and -tls-key-file must be given together" in result.stderr
+
+
+def test_config_dir_is_merged_after_the_config_file(config: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "conf.d"
+    extra.mkdir()
+    (extra / "more.yaml").write_text(f"models:\n  n:\n    cmd: {fake_cmd(name='n')}\n")
+    port = free_port()
+    argv = [*PYTHON_M, "-config", str(config), "-config-dir", str(extra), "-listen", f"127.0.0.1:{port}"]
+    with serving(argv, port) as url:
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["m", "n"]
