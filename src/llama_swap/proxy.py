@@ -7,12 +7,14 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from llama_swap.observe.usage import Usage, UsageMeter, meter_for
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -146,21 +148,36 @@ async def forward(
     *,
     model: str,
     deadlines: Deadlines = Deadlines(),
+    on_usage: Callable[[Usage], None] | None = None,
 ) -> web.StreamResponse:
-    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers."""
+    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers.
+
+    With ``on_usage``, a successful answer is metered on its way through and the usage
+    the upstream reported in it, if any, is passed on once it has been relayed.
+    """
     async with open_upstream(request, session, url, body, model=model, deadlines=deadlines) as upstream:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        await relay(upstream, response, request, model=model)
+        meter = meter_for(upstream.status, upstream.headers) if on_usage is not None else None
+        await relay(upstream, response, request, model=model, meter=meter)
+        usage = meter.result() if meter is not None else None
+        if usage is not None and on_usage is not None:
+            on_usage(usage)
         return response
 
 
 async def relay(
-    upstream: aiohttp.ClientResponse, response: web.StreamResponse, request: web.Request, *, model: str
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    request: web.Request,
+    *,
+    model: str,
+    meter: UsageMeter | None = None,
 ) -> None:
-    """Copy the upstream body to the prepared ``response`` chunk by chunk, as it arrives.
+    """Copy the upstream body to the prepared ``response`` chunk by chunk, as it arrives,
+    showing each chunk to ``meter`` too.
 
     If the upstream dies mid-answer, an SSE stream gets a final error event (the
     `openai` client raises it); other bodies are cut short, so the client sees a
@@ -169,6 +186,8 @@ async def relay(
     try:
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
+            if meter is not None:
+                meter.feed(chunk)
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
         log.warning("[%s] upstream broke off its response: %s", model, exc)
         if upstream.content_type != "text/event-stream":

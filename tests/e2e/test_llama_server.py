@@ -255,7 +255,16 @@ def test_health_reports_the_real_llama_server_pid(
     assert argv[argv.index("--temp") + 1] == str(TEMP_A)
 
 
+def generated_tokens(service: RunningService, model: str) -> float:
+    prefix = f'llamaswap_tokens_total{{kind="generated",model="{model}"}} '
+    for line in service.http.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
+
+
 def test_usage_and_timings_from_real_responses(service: RunningService, client: openai.OpenAI) -> None:
+    counted_before = generated_tokens(service, CHAT_A)
     reply = chat(client, CHAT_A, max_tokens=12)
     usage = reply.usage
     assert usage is not None
@@ -279,6 +288,10 @@ def test_usage_and_timings_from_real_responses(service: RunningService, client: 
     assert 0 < last_usage.completion_tokens <= 12
     assert last_timings, "llama-server's timings missing from the stream's usage chunk"
     assert last_timings["predicted_n"] == last_usage.completion_tokens
+    # the service read both answers' usage (the stream's incrementally) into its metrics
+    expected = counted_before + usage.completion_tokens + last_usage.completion_tokens
+    assert wait_until(lambda: generated_tokens(service, CHAT_A) == expected, timeout=5), (
+        counted_before, usage, last_usage, [l for l in service.http.get("/metrics").text.splitlines() if "tokens" in l])
 
 
 def test_client_disconnect_mid_generation_frees_the_server(service: RunningService, client: openai.OpenAI) -> None:

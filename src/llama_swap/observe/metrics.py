@@ -12,12 +12,14 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from llama_swap.observe.usage import Usage
 from llama_swap.process import ProcessState
 
 disable_created_metrics()  # `_created` series double the output and nobody graphs them
 
 _SWAP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_RATE_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
 
 
 class Metrics:
@@ -49,6 +51,18 @@ class Metrics:
         self.queued = Gauge(
             "llamaswap_queued_requests", "Requests waiting for a swap they cannot start yet.", registry=self.registry
         )
+        self.tokens = Counter(
+            "llamaswap_tokens", "Tokens the upstreams reported, by model and kind (prompt, generated, cached).",
+            ("model", "kind"), registry=self.registry,
+        )
+        self.prompt_rate = Histogram(
+            "llamaswap_prompt_tokens_per_second", "Prompt processing speed the upstreams reported, per request.",
+            ("model",), buckets=_RATE_BUCKETS, registry=self.registry,
+        )
+        self.generation_rate = Histogram(
+            "llamaswap_generation_tokens_per_second", "Generation speed the upstreams reported, per request.",
+            ("model",), buckets=_RATE_BUCKETS, registry=self.registry,
+        )
         self._alive: set[str] = set()
         for model in models:
             self.set_state(model, ProcessState.STOPPED)
@@ -66,6 +80,18 @@ class Metrics:
         self.swaps.labels(model, "ok" if ok else "failed").inc()
         if ok:
             self.swap_seconds.labels(model).observe(seconds)
+
+    def record_usage(self, model: str, usage: Usage) -> None:
+        """Count what one request's upstream reported; what it did not report is left out."""
+        for kind, count in (
+            ("prompt", usage.prompt_tokens), ("generated", usage.generated_tokens), ("cached", usage.cached_tokens)
+        ):
+            if count is not None:
+                self.tokens.labels(model, kind).inc(count)
+        if usage.prompt_per_second is not None:
+            self.prompt_rate.labels(model).observe(usage.prompt_per_second)
+        if usage.generation_per_second is not None:
+            self.generation_rate.labels(model).observe(usage.generation_per_second)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Callable
 
 from aiohttp import web
 
+from llama_swap.observe.usage import Usage
 from llama_swap.process import ProcessState
 from llama_swap.proxy import UpstreamUnavailable, forward
 from llama_swap.routing.router import RouteError
@@ -74,7 +77,8 @@ async def serve(
         try:
             process = lease.process
             response = await forward(
-                request, service.session, process.base_url + path_qs, body, model=model, deadlines=process.deadlines
+                request, service.session, process.base_url + path_qs, body,
+                model=model, deadlines=process.deadlines, on_usage=_usage_recorder(service, request, model, path),
             )
             status = response.status
             return response
@@ -90,6 +94,15 @@ async def serve(
         label = path if path in INFERENCE_PATHS else "other"
         service.metrics.requests.labels(model, label, str(status)).inc()
         service.metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
+
+
+def _usage_recorder(
+    service: Service, request: web.Request, model: str, path: str
+) -> Callable[[Usage], None] | None:
+    """Inference POSTs have their reported token usage counted; anything else is not metered."""
+    if request.method != "POST" or path not in INFERENCE_PATHS:
+        return None
+    return functools.partial(service.metrics.record_usage, model)
 
 
 def _shows_loading(service: Service, model: str, path: str, body: bytes) -> bool:
