@@ -263,7 +263,15 @@ def generated_tokens(service: RunningService, model: str) -> float:
     return 0.0
 
 
+def inflight(service: RunningService, model: str) -> float:
+    prefix = f'llamaswap_inflight_requests{{model="{model}"}} '
+    lines = [line for line in service.http.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    return float(lines[0][len(prefix):]) if lines else 0.0
+
+
 def test_usage_and_timings_from_real_responses(service: RunningService, client: openai.OpenAI) -> None:
+    # earlier tests' requests are accounted once nothing is in flight any more
+    assert wait_until(lambda: inflight(service, CHAT_A) == 0, timeout=10)
     counted_before = generated_tokens(service, CHAT_A)
     reply = chat(client, CHAT_A, max_tokens=12)
     usage = reply.usage
@@ -290,8 +298,7 @@ def test_usage_and_timings_from_real_responses(service: RunningService, client: 
     assert last_timings["predicted_n"] == last_usage.completion_tokens
     # the service read both answers' usage (the stream's incrementally) into its metrics
     expected = counted_before + usage.completion_tokens + last_usage.completion_tokens
-    assert wait_until(lambda: generated_tokens(service, CHAT_A) == expected, timeout=5), (
-        counted_before, usage, last_usage, [l for l in service.http.get("/metrics").text.splitlines() if "tokens" in l])
+    assert wait_until(lambda: generated_tokens(service, CHAT_A) == expected, timeout=5)
 
 
 def test_client_disconnect_mid_generation_frees_the_server(service: RunningService, client: openai.OpenAI) -> None:

@@ -48,6 +48,10 @@ class Metrics:
             "llamaswap_model_state", "1 for the state each model is in.", ("model", "state"), registry=self.registry
         )
         self.running = Gauge("llamaswap_running_models", "Models whose upstream is alive.", registry=self.registry)
+        self.inflight = Gauge(
+            "llamaswap_inflight_requests", "Requests being handled (waiting, loading or streaming), by model.",
+            ("model",), registry=self.registry,
+        )
         self.queued = Gauge(
             "llamaswap_queued_requests", "Requests waiting for a swap they cannot start yet.", registry=self.registry
         )

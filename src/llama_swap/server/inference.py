@@ -65,6 +65,8 @@ async def serve(
     status = 499  # client went away before an answer; replaced below
     if counted and body:  # inference requests get the model's filters; raw passthrough stays raw
         body = rewrite_request(service.config.models[model], requested, request.headers.get("Content-Type", ""), body)
+    inflight = service.metrics.inflight.labels(model)
+    inflight.inc()
     try:
         if _shows_loading(service, model, path, body):
             response, status = await serve_while_loading(request, service, model, path_qs, body, requested=requested)
@@ -94,6 +96,7 @@ async def serve(
         label = path if path in INFERENCE_PATHS else "other"
         service.metrics.requests.labels(model, label, str(status)).inc()
         service.metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
+        inflight.dec()  # last: once it reads 0, every finished request is fully accounted
 
 
 def _usage_recorder(
