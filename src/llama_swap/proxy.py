@@ -160,11 +160,7 @@ async def forward(
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        meter = meter_for(upstream.status, upstream.headers) if on_usage is not None else None
-        await relay(upstream, response, request, model=model, meter=meter)
-        usage = meter.result() if meter is not None else None
-        if usage is not None and on_usage is not None:
-            on_usage(usage)
+        await relay(upstream, response, request, model=model, on_usage=on_usage)
         return response
 
 
@@ -174,20 +170,38 @@ async def relay(
     request: web.Request,
     *,
     model: str,
-    meter: UsageMeter | None = None,
+    on_usage: Callable[[Usage], None] | None = None,
 ) -> None:
-    """Copy the upstream body to the prepared ``response`` chunk by chunk, as it arrives,
-    showing each chunk to ``meter`` too.
+    """Copy the upstream body to the prepared ``response`` chunk by chunk, as it arrives.
 
+    With ``on_usage``, a successful answer is metered on its way through, and the usage
+    it reported is passed on at the end — also when the client hangs up right after the
+    last event (clients close on `[DONE]`, which cancels this handler).
     If the upstream dies mid-answer, an SSE stream gets a final error event (the
     `openai` client raises it); other bodies are cut short, so the client sees a
     truncated response rather than a complete-looking one.
     """
+    meter = meter_for(upstream.status, upstream.headers) if on_usage is not None else None
+    try:
+        await _copy(upstream, response, request, model, meter)
+    finally:
+        usage = meter.result() if meter is not None else None
+        if usage is not None and on_usage is not None:
+            on_usage(usage)
+
+
+async def _copy(
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    request: web.Request,
+    model: str,
+    meter: UsageMeter | None,
+) -> None:
     try:
         async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-            if meter is not None:
+            if meter is not None:  # first: the upstream did this work even if the client is gone
                 meter.feed(chunk)
+            await response.write(chunk)
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
         log.warning("[%s] upstream broke off its response: %s", model, exc)
         if upstream.content_type != "text/event-stream":

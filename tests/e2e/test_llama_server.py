@@ -298,7 +298,10 @@ def test_usage_and_timings_from_real_responses(service: RunningService, client: 
     assert last_timings["predicted_n"] == last_usage.completion_tokens
     # the service read both answers' usage (the stream's incrementally) into its metrics
     expected = counted_before + usage.completion_tokens + last_usage.completion_tokens
-    assert wait_until(lambda: generated_tokens(service, CHAT_A) == expected, timeout=5)
+    assert wait_until(lambda: generated_tokens(service, CHAT_A) == expected, timeout=5), (
+        f"before={counted_before} now={generated_tokens(service, CHAT_A)} "
+        f"reply={usage.completion_tokens} stream={last_usage.completion_tokens}"
+    )
 
 
 def test_client_disconnect_mid_generation_frees_the_server(service: RunningService, client: openai.OpenAI) -> None:

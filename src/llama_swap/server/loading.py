@@ -10,12 +10,12 @@ error event, which the `openai` client raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import orjson
 from aiohttp import web
 
-from llama_swap.observe.usage import meter_for
 from llama_swap.proxy import UpstreamUnavailable, open_upstream, relay, sse_error
 from llama_swap.routing.router import Lease, RouteError, Router
 from llama_swap.server.service import Service
@@ -123,11 +123,8 @@ async def _relay_upstream(
                 detail = (await upstream.text(errors="replace"))[:500]
                 message = f"upstream '{model}' answered {upstream.status}: {detail}"
                 return await _end_with_error(response, message, upstream.status), upstream.status
-            meter = meter_for(upstream.status, upstream.headers)
-            await relay(upstream, response, request, model=model, meter=meter)
-            usage = meter.result() if meter is not None else None
-            if usage is not None:
-                service.metrics.record_usage(model, usage)
+            record = functools.partial(service.metrics.record_usage, model)
+            await relay(upstream, response, request, model=model, on_usage=record)
             return response, upstream.status
     except UpstreamUnavailable as exc:
         return await _end_with_error(response, str(exc), 502), 502
