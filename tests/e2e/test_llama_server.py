@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.conftest import LlamaInstall
 from tests.fakes import is_alive
-from tests.integration.conftest import RunningService, launch, stop_checking_orphans, wait_until
+from tests.integration.conftest import RunningService, serving, wait_until
 
 # Each test body is bounded; fixture setup (which may compile llama.cpp) is bounded by
 # the setup fixture's own timeout instead.
@@ -75,12 +75,8 @@ def service(llama_install: LlamaInstall, tmp_path_factory: pytest.TempPathFactor
     work = tmp_path_factory.mktemp("e2e")
     config_path = work / "config.yaml"
     config_path.write_text(config_text(llama_install, _free_port_block(3)))
-    running = launch(config_path, work / "service.log")
-    try:
-        running.wait_ready()
+    with serving(config_path, work / "service.log") as running:
         yield running
-    finally:
-        stop_checking_orphans(running)
 
 
 @pytest.fixture

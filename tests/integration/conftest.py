@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -11,7 +12,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import httpx
 import openai
@@ -115,23 +116,31 @@ def launch(
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
     """Factory: start the service on a YAML config (dedented); stopped at teardown."""
-    started: list[RunningService] = []
+    with contextlib.ExitStack() as stack:
+        count = iter(range(1000))
 
-    def start(config_yaml: str) -> RunningService:
-        config_path = tmp_path / f"config{len(started)}.yaml"
-        text = textwrap.dedent(config_yaml)
-        if "startPort" not in text:  # keep concurrent runs apart, below the ephemeral port range
-            text = f"startPort: {random.randrange(10000, 32000, 50)}\n" + text
-        if "logToStdout" not in text:  # tests read upstream output from the service's stdout
-            text = "logToStdout: both\n" + text
-        config_path.write_text(text)
-        service = launch(config_path, tmp_path / f"service{len(started)}.log")
-        started.append(service)
+        def start(config_yaml: str) -> RunningService:
+            n = next(count)
+            config_path = tmp_path / f"config{n}.yaml"
+            text = textwrap.dedent(config_yaml)
+            if "startPort" not in text:  # keep concurrent runs apart, below the ephemeral port range
+                text = f"startPort: {random.randrange(10000, 32000, 50)}\n" + text
+            if "logToStdout" not in text:  # tests read upstream output from the service's stdout
+                text = "logToStdout: both\n" + text
+            config_path.write_text(text)
+            return stack.enter_context(serving(config_path, tmp_path / f"service{n}.log"))
+
+        yield start
+
+
+@contextlib.contextmanager
+def serving(config_path: Path, log_path: Path, **launch_args: Any) -> Iterator[RunningService]:
+    """A started, ready service; stopped afterwards, checking that no upstream survived it."""
+    service = launch(config_path, log_path, **launch_args)
+    try:
         service.wait_ready()
-        return service
-
-    yield start
-    for service in started:
+        yield service
+    finally:
         stop_checking_orphans(service)
 
 

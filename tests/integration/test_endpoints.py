@@ -24,7 +24,7 @@ from llama_swap.server import docs
 from llama_swap.server.app import build_app
 from tests.fakes import fake_cmd
 from tests.fakes.fake_upstream import EMBED_DIM, TINY_PNG_B64
-from tests.integration.conftest import RunningService, launch, stop_checking_orphans, wait_until
+from tests.integration.conftest import RunningService, serving, wait_until
 
 CONFIG = f"""
 healthCheckTimeout: 15
@@ -52,12 +52,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     tmp = tmp_path_factory.mktemp("endpoints")
     config_path = tmp / "config.yaml"
     config_path.write_text(CONFIG)
-    service = launch(config_path, tmp / "service.log")
-    try:
-        service.wait_ready()
+    with serving(config_path, tmp / "service.log") as service:
         yield service
-    finally:
-        stop_checking_orphans(service)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import fake_cmd
-from tests.integration.conftest import RunningService, launch, stop_checking_orphans, wait_until
+from tests.integration.conftest import RunningService, serving, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.example.yaml"
 EXAMPLE_ENV = {"MODELS_DIR": "/srv/models", "OPENROUTER_API_KEY": "sk-or-example"}
@@ -170,12 +170,8 @@ def example_service(tmp_path: Path) -> Any:
     relative paths) with the environment variables the example needs."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text(EXAMPLE.read_text())
-    service = launch(config_path, tmp_path / "service.log", cwd=tmp_path, env=EXAMPLE_ENV)
-    try:
-        service.wait_ready()
+    with serving(config_path, tmp_path / "service.log", cwd=tmp_path, env=EXAMPLE_ENV) as service:
         yield service
-    finally:
-        stop_checking_orphans(service)
 
 
 def test_example_config_loads_and_lists_its_models(example_service: RunningService) -> None:

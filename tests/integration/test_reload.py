@@ -8,6 +8,7 @@ stop only once their in-flight requests are done, added ones are usable at once.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import random
 import signal
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from tests.fakes import fake_cmd, is_alive
-from tests.integration.conftest import HI, RunningService, launch, stop_checking_orphans, wait_until
+from tests.integration.conftest import HI, RunningService, serving, wait_until
 
 RELOADED = "config reloaded:"
 FAILED = "config reload failed"
@@ -263,21 +264,15 @@ def test_added_model_does_not_take_the_port_of_a_draining_removed_one(start_serv
 @pytest.fixture
 def start_watching(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
     """Like `start_service`, with `--watch-config`."""
-    started: list[RunningService] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(config_yaml: str) -> RunningService:
-        config_path = tmp_path / "watched.yaml"
-        start_port = random.randrange(20000, 32000, 50)  # below the ephemeral port range
-        config_path.write_text(f"startPort: {start_port}\n" + textwrap.dedent(config_yaml))
-        log_path = tmp_path / "watched.log"
-        service = launch(config_path, log_path, extra_args=["--watch-config"])
-        started.append(service)
-        service.wait_ready()
-        return service
+        def start(config_yaml: str) -> RunningService:
+            config_path = tmp_path / "watched.yaml"
+            start_port = random.randrange(20000, 32000, 50)  # below the ephemeral port range
+            config_path.write_text(f"startPort: {start_port}\n" + textwrap.dedent(config_yaml))
+            return stack.enter_context(serving(config_path, tmp_path / "watched.log", extra_args=["--watch-config"]))
 
-    yield start
-    for service in started:
-        stop_checking_orphans(service)
+        yield start
 
 
 def test_watch_config_picks_up_a_saved_change(start_watching) -> None:
