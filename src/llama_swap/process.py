@@ -113,8 +113,10 @@ class ModelProcess:
         reaper: Reaper | None = None,
         on_state: Callable[[str, ProcessState], None] | None = None,
         on_crash: Callable[[str], None] | None = None,
+        on_output: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_output = on_output  # e.g. the model's log history
         self.health_check_timeout = health_check_timeout
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
         self.last_error: str | None = None
@@ -250,6 +252,8 @@ class ModelProcess:
     def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
         self.output.append(line)
+        if self._on_output is not None:
+            self._on_output(line + "\n")
         upstream_log.info("[%s] %s", self.id, line)
 
     async def _wait_healthy(self) -> None:

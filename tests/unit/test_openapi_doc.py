@@ -68,6 +68,9 @@ EXPECTED_OPERATIONS = (
         ("GET", "/unload"),
         ("POST", "/api/models/unload"),
         ("GET", "/metrics"),
+        ("GET", "/logs"),
+        ("GET", "/logs/stream"),
+        ("GET", "/logs/stream/{source}"),
         ("GET", "/swagger"),
         ("GET", "/openapi.json"),
     }

@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from llama_swap.config import Config
+
+if TYPE_CHECKING:
+    from llama_swap.observe.logbuffer import LogHub
 
 UPSTREAM_LOGGER = "llama_swap.upstream"
 
@@ -65,8 +68,43 @@ class _SourceFilter(logging.Filter):
         self.upstream = to_stdout in ("upstream", "both")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        is_upstream = record.name == UPSTREAM_LOGGER or record.name.startswith(UPSTREAM_LOGGER + ".")
-        return self.upstream if is_upstream else self.proxy
+        return self.upstream if _is_upstream(record) else self.proxy
+
+
+def _is_upstream(record: logging.LogRecord) -> bool:
+    return record.name == UPSTREAM_LOGGER or record.name.startswith(UPSTREAM_LOGGER + ".")
+
+
+class HistoryHandler(logging.Handler):
+    """Writes the proxy's own records, formatted as on stdout, into the `LogHub` histories.
+
+    Upstream output is not taken from logging: each model's process writes it to its own
+    buffer, which feeds the upstream (and, per `logToStdout`, the combined) history.
+    """
+
+    def __init__(self, hub: LogHub, time_format: str) -> None:
+        super().__init__()
+        self.hub = hub
+        self.setFormatter(GoStyleFormatter(time_format))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _is_upstream(record):
+            return
+        try:
+            self.hub.write_proxy(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def attach_history(hub: LogHub, config: Config) -> HistoryHandler:
+    """Record the proxy's log lines into ``hub`` from now on; undo with `detach_history`."""
+    handler = HistoryHandler(hub, config.log_time_format)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def detach_history(handler: HistoryHandler) -> None:
+    logging.getLogger().removeHandler(handler)
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from llama_swap import __version__
 from llama_swap.config import Config
-from llama_swap.server import manage
+from llama_swap.server import logs_api, manage
 from llama_swap.server.docs import add_docs_routes
 from llama_swap.server.errors import HTTPError, error_response
 from llama_swap.server.inference import SERVICE, handle_model_request
@@ -74,7 +74,11 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
         yield
         await service.close()
 
+    async def end_log_streams(app: web.Application) -> None:
+        app[SERVICE].logs.close()  # open /logs/stream readers must not hold up shutdown
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(end_log_streams)
     app.router.add_get("/", _to_docs)
     app.router.add_get("/health", manage.health)
     app.router.add_get("/running", manage.running)
@@ -83,6 +87,9 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     app.router.add_get("/unload", manage.unload_all_get)
     app.router.add_post("/api/models/unload", manage.unload_all_post)
     app.router.add_get("/metrics", manage.metrics)
+    app.router.add_get("/logs", logs_api.get_logs)
+    app.router.add_get("/logs/stream", logs_api.stream_combined)
+    app.router.add_get("/logs/stream/{source:.+}", logs_api.stream_source)
     app.router.add_route("*", "/upstream/{tail:.+}", manage.upstream)
     add_docs_routes(app, __version__)
     app.router.add_route("*", "/{tail:.*}", handle_model_request)

@@ -10,6 +10,8 @@ from typing import Coroutine
 import aiohttp
 
 from llama_swap.config import Config, ModelConfig
+from llama_swap.observe.logbuffer import LogHub
+from llama_swap.observe.logs import GoStyleFormatter, attach_history, detach_history
 from llama_swap.observe.metrics import Metrics
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.proxy import make_session
@@ -28,6 +30,8 @@ class Service:
         self.config = config
         self.created = int(time.time())
         self.metrics = Metrics(sorted(config.models))
+        self.logs = LogHub(config.log_to_stdout)  # GET /logs, /logs/stream/...
+        self._log_handler = attach_history(self.logs, config)
         self.session: aiohttp.ClientSession = make_session()
         self.reaper = Reaper() if use_reaper else None
         self.router = Router(
@@ -68,6 +72,8 @@ class Service:
                 self.metrics.set_state(model_id, ProcessState.STOPPED)
         removed = sorted(set(old.models) - set(new.models))
         self.config = new
+        self.logs.log_to_stdout = new.log_to_stdout
+        self._log_handler.setFormatter(GoStyleFormatter(new.log_time_format))
         self.router.reconfigure(
             fresh=fresh,
             changed=changed,
@@ -92,12 +98,14 @@ class Service:
 
     async def close(self) -> None:
         """Stop every upstream in parallel, then release the client and the reaper."""
+        self.logs.close()
         for task in list(self._background):
             task.cancel()
         await self.router.shutdown()
         await self.session.close()
         if self.reaper is not None:
             self.reaper.close()
+        detach_history(self._log_handler)
 
     def _process(self, model: ModelConfig, config: Config | None = None) -> ModelProcess:
         return ModelProcess(
@@ -107,6 +115,7 @@ class Service:
             reaper=self.reaper,
             on_state=self._state_changed,
             on_crash=self._crashed,
+            on_output=self.logs.model(model.id).write,
         )
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
