@@ -116,6 +116,7 @@ class ModelProcess:
         on_output: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self.id = config.id  # a plain attribute: read on every request (pydantic's are slower)
         self._on_output = on_output  # e.g. the model's log history
         self.health_check_timeout = health_check_timeout
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
@@ -132,10 +133,6 @@ class ModelProcess:
         self._stop_requested = False
 
     # ----------------------------------------------------------------- queries
-    @property
-    def id(self) -> str:
-        return self.config.id
-
     @property
     def state(self) -> ProcessState:
         return self._state
