@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 2
     configure_logging(config)
+    _warn(config)
     try:
         import uvloop
     except ImportError:
@@ -79,6 +80,12 @@ def _load(args: argparse.Namespace, running: Config | None = None) -> Config:
     """Load the config; on a reload, models keep the ports they run on."""
     keep = {m: c.port for m, c in running.models.items() if c.port is not None} if running else None
     return load_config(args.config, config_dir=args.config_dir, keep_ports=keep)
+
+
+def _warn(config: Config) -> None:
+    """What the config asks for but cannot have (e.g. preloading an unknown model)."""
+    for warning in config.warnings:
+        log.warning("%s", warning)
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -122,6 +129,7 @@ async def serve(
             log.error("config reload failed, keeping the running config: %s", exc)
             return
         configure_logging(new)
+        _warn(new)
         app[SERVICE].apply(new)
 
     stop = asyncio.Event()

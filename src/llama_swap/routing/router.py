@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from llama_swap.process import ModelProcess, ProcessState, StartError
+from llama_swap.process import ModelProcess, StartError
 from llama_swap.routing.policy import EvictionPolicy
 from llama_swap.routing.scheduler import (
     AbortStart,
@@ -111,6 +111,14 @@ class Router:
             self._waiting.pop(ticket.req, None)
         self._refresh_ttl(ticket.model)
         return Lease(ticket.req, self.processes[ticket.model])
+
+    async def load(self, model: str) -> None:
+        """Make ``model`` ready without serving a request (load endpoint, preload).
+
+        Goes through the scheduler like a request, so it obeys the eviction policy, but
+        does not count toward the model's concurrency limit.
+        """
+        self.release(await self.acquire(model, counted=False))
 
     def release(self, lease: Lease) -> None:
         """The granted request is over (answered, failed or abandoned)."""
@@ -273,6 +281,3 @@ class Router:
         tasks = [t for m in models for t in (self._starts.get(m), self._stops.get(m)) if t is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def state(self, model: str) -> ProcessState:
-        return self.processes[model].state

@@ -162,10 +162,6 @@ class Scheduler:
         """Queued requests in service order, as (request id, model)."""
         return [(r, self._requests[r].model) for r in self._queue]
 
-    def swapping(self) -> dict[str, frozenset[str]]:
-        """Swaps in flight: target → models it evicts."""
-        return {t: s.evict for t, s in self._swaps.items()}
-
     # ------------------------------------------------------------------ events
     def request(self, req: int, model: str, *, counted: bool = True) -> list[Action]:
         """A client asks for ``model``. ``counted`` requests count toward the limit."""

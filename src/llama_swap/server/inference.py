@@ -71,11 +71,7 @@ async def serve(
         if _shows_loading(service, model, path, body):
             response, status = await serve_while_loading(request, service, model, path_qs, body, requested=requested)
             return response
-        try:
-            lease = await service.router.acquire(model, counted=counted)
-        except RouteError as exc:
-            status = exc.status
-            raise _route_error(exc) from exc
+        lease = await service.router.acquire(model, counted=counted)
         try:
             process = lease.process
             response = await forward(
@@ -89,7 +85,7 @@ async def serve(
             raise HTTPError(502, str(exc)) from exc
         finally:
             service.router.release(lease)
-    except RouteError as exc:  # admission refused before a loading stream began
+    except RouteError as exc:  # refused or failed before any answer began
         status = exc.status
         raise _route_error(exc) from exc
     finally:

@@ -71,15 +71,15 @@ async def upstream(request: web.Request) -> web.StreamResponse:
     """`/upstream/{model}[/path]`: unload (DELETE), load (GET .../load) or raw passthrough."""
     service = request.app[SERVICE]
     model, requested, rest = _split_upstream_path(service, request.raw_path)
-    if rest in ("", "?") or rest.startswith("?"):
+    if not rest or rest.startswith("?"):
         if request.method == "DELETE":
             return await _unload_one(service, model)
         if request.method in ("GET", "HEAD"):
             raise web.HTTPMovedPermanently(location=f"/upstream/{model.id}/{rest}")
         raise web.HTTPPermanentRedirect(location=f"/upstream/{model.id}/{rest}")
-    if rest.split("?", 1)[0] == "/load" and request.method == "GET":
-        return await _load(service, model)
     path = rest.split("?", 1)[0]
+    if path == "/load" and request.method == "GET":
+        return await _load(service, model)
     if service.processes[model.id].state is not ProcessState.READY and _ignored(service, path):
         raise HTTPError(409, f"model '{model.id}' is not loaded; {path} does not load it (upstream.ignorePaths)")
     body = await request.read()
@@ -115,8 +115,7 @@ async def _unload_one(service: Service, model: ModelConfig) -> web.Response:
 
 async def _load(service: Service, model: ModelConfig) -> web.Response:
     try:
-        lease = await service.router.acquire(model.id, counted=False)
+        await service.router.load(model.id)
     except RouteError as exc:
         return json_response({"status": "error", "message": exc.message}, exc.status)
-    service.router.release(lease)
     return json_response({"status": "ok", "message": f"{model.id} is ready"})

@@ -56,7 +56,7 @@ class Service:
         as ttl, aliases or names apply at once); changed and removed ones stop when their
         in-flight requests are done; added ones are usable immediately.
         """
-        old = self.config
+        old, self.config = self.config, new
         fresh: dict[str, ModelProcess] = {}
         changed: set[str] = set()
         for model_id, model in new.models.items():
@@ -65,13 +65,12 @@ class Service:
                 process.config = model
                 process.health_check_timeout = new.health_check_timeout
                 continue
-            fresh[model_id] = self._process(model, new)
+            fresh[model_id] = self._process(model)
             if process is not None:
                 changed.add(model_id)
             else:
                 self.metrics.set_state(model_id, ProcessState.STOPPED)
         removed = sorted(set(old.models) - set(new.models))
-        self.config = new
         self.logs.log_to_stdout = new.log_to_stdout
         self._log_handler.setFormatter(GoStyleFormatter(new.log_time_format))
         self.router.reconfigure(
@@ -107,10 +106,10 @@ class Service:
             self.reaper.close()
         detach_history(self._log_handler)
 
-    def _process(self, model: ModelConfig, config: Config | None = None) -> ModelProcess:
+    def _process(self, model: ModelConfig) -> ModelProcess:
         return ModelProcess(
             model,
-            health_check_timeout=(config or self.config).health_check_timeout,
+            health_check_timeout=self.config.health_check_timeout,
             session=self.session,
             reaper=self.reaper,
             on_state=self._state_changed,
@@ -127,11 +126,10 @@ class Service:
         """Start models in order, obeying the eviction policy; failures are only logged."""
         for model in models:
             try:
-                lease = await self.router.acquire(model, counted=False)
+                await self.router.load(model)
             except RouteError as exc:
                 log.error("[%s] preload failed: %s", model, exc.message)
                 continue
-            self.router.release(lease)
             log.info("[%s] preloaded", model)
 
     def _state_changed(self, model: str, state: ProcessState) -> None:
