@@ -18,7 +18,7 @@ import signal
 import time
 from collections import deque
 from enum import StrEnum
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -40,6 +40,8 @@ ABORT_GRACE = 5.0  # graceful window when a failed or aborted start is torn down
 STOP_POLL = 0.05  # how often a stop checks whether the process group is gone
 
 _PR_SET_PDEATHSIG = 1
+_STAT_RSS = 21  # index of `rss` (pages) among /proc/<pid>/stat fields after the command name
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class ProcessState(StrEnum):
@@ -71,6 +73,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _group_members(pgid: int, entries: list[str]) -> Iterator[list[bytes]]:
+    """`/proc/<pid>/stat` fields (from the state on) of each non-zombie member of the group."""
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            yield fields
+
+
 def _group_alive(pgid: int) -> bool:
     """True while the process group has a member that is not a zombie."""
     try:
@@ -81,17 +97,16 @@ def _group_alive(pgid: int) -> bool:
         except (ProcessLookupError, PermissionError):
             return False
         return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+    return any(True for _ in _group_members(pgid, entries))
+
+
+def group_rss(pgid: int) -> int | None:
+    """Resident memory of a process group (a wrapper script and its server), in bytes."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    return sum(int(fields[_STAT_RSS]) for fields in _group_members(pgid, entries)) * _PAGE_SIZE
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

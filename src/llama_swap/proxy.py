@@ -7,14 +7,12 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Protocol
 
 import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-
-from llama_swap.observe.usage import Usage, UsageMeter, meter_for
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -40,6 +38,9 @@ _RESPONSE_DROP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+CANCELLED = "request cancelled through the llama-swap API"  # POST /api/inflight/{id}/cancel
 
 
 class UpstreamUnavailable(Exception):
@@ -140,6 +141,16 @@ async def open_upstream(
         await upstream_cm.__aexit__(None, None, None)
 
 
+class Tap(Protocol):
+    """What the relay reports an answer to (the request's accounting) as it passes."""
+
+    cancelled: bool  # set when an operator cancels the request; its handler is then cancelled
+
+    def respond(self, status: int, headers: CIMultiDictProxy[str]) -> None: ...
+
+    def chunk(self, data: bytes) -> None: ...
+
+
 async def forward(
     request: web.Request,
     session: aiohttp.ClientSession,
@@ -147,20 +158,16 @@ async def forward(
     body: bytes,
     *,
     model: str,
+    tap: Tap,
     deadlines: Deadlines = Deadlines(),
-    on_usage: Callable[[Usage], None] | None = None,
 ) -> web.StreamResponse:
-    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers.
-
-    With ``on_usage``, a successful answer is metered on its way through and the usage
-    the upstream reported in it, if any, is passed on once it has been relayed.
-    """
+    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers."""
     async with open_upstream(request, session, url, body, model=model, deadlines=deadlines) as upstream:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)
-        await relay(upstream, response, request, model=model, on_usage=on_usage)
+        await relay(upstream, response, request, model=model, tap=tap)
         return response
 
 
@@ -170,45 +177,42 @@ async def relay(
     request: web.Request,
     *,
     model: str,
-    on_usage: Callable[[Usage], None] | None = None,
+    tap: Tap,
 ) -> None:
     """Copy the upstream body to the prepared ``response`` chunk by chunk, as it arrives.
 
-    With ``on_usage``, a successful answer is metered on its way through, and the usage
-    it reported is passed on at the end — also when the client hangs up right after the
-    last event (clients close on `[DONE]`, which cancels this handler).
-    If the upstream dies mid-answer, an SSE stream gets a final error event (the
-    `openai` client raises it); other bodies are cut short, so the client sees a
-    truncated response rather than a complete-looking one.
+    Each chunk goes to ``tap`` before the client (the upstream did the work even if the
+    client is gone). If the upstream dies mid-answer, or an operator cancels the request,
+    an SSE stream gets a final error event (the `openai` client raises it); other bodies
+    are cut short, so the client sees a truncated response rather than a complete-looking one.
     """
-    meter = meter_for(upstream.status, upstream.headers) if on_usage is not None else None
-    try:
-        await _copy(upstream, response, request, model, meter)
-    finally:
-        usage = meter.result() if meter is not None else None
-        if usage is not None and on_usage is not None:
-            on_usage(usage)
-
-
-async def _copy(
-    upstream: aiohttp.ClientResponse,
-    response: web.StreamResponse,
-    request: web.Request,
-    model: str,
-    meter: UsageMeter | None,
-) -> None:
+    tap.respond(upstream.status, upstream.headers)
     try:
         async for chunk in upstream.content.iter_any():
-            if meter is not None:  # first: the upstream did this work even if the client is gone
-                meter.feed(chunk)
+            tap.chunk(chunk)
             await response.write(chunk)
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
         log.warning("[%s] upstream broke off its response: %s", model, exc)
-        if upstream.content_type != "text/event-stream":
-            if request.transport is not None:
-                request.transport.close()
-            return
-        await response.write(sse_error(f"upstream '{model}' stopped in the middle of the response", 502))
+        await _break_off(upstream, response, request, f"upstream '{model}' stopped in the middle of the response", 502)
+        return
+    except asyncio.CancelledError:
+        if not tap.cancelled:
+            raise  # the client went away
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        await _break_off(upstream, response, request, CANCELLED, 503)
+        return
+    await response.write_eof()
+
+
+async def _break_off(
+    upstream: aiohttp.ClientResponse, response: web.StreamResponse, request: web.Request, message: str, code: int
+) -> None:
+    """End an answer that cannot be completed, so that the client cannot mistake it for whole."""
+    if upstream.content_type != "text/event-stream":
+        if request.transport is not None:
+            request.transport.close()
+        return
+    await response.write(sse_error(message, code))
     await response.write_eof()
 
 

@@ -73,6 +73,16 @@ EXPECTED_OPERATIONS = (
         ("GET", "/logs/stream/{source}"),
         ("GET", "/swagger"),
         ("GET", "/openapi.json"),
+        ("GET", "/api/models"),
+        ("POST", "/api/models/unload/{model}"),
+        ("GET", "/api/events"),
+        ("GET", "/api/metrics/activity"),
+        ("GET", "/api/metrics/stats"),
+        ("GET", "/api/inflight"),
+        ("POST", "/api/inflight/{id}/cancel"),
+        ("GET", "/api/version"),
+        ("GET", "/ui"),
+        ("GET", "/ui/{path}"),
     }
 )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from typing import Callable
+from typing import Callable, Protocol
 
 HISTORY_BYTES = 100 * 1024
 SUBSCRIBER_QUEUE = 1024  # entries, like llama-swap's broadcast channel
@@ -23,12 +23,19 @@ def drop_notice(count: int) -> bytes:
     return f"\n— {count} bytes dropped —\n".encode()
 
 
-class Subscription:
-    """One live reader of a `LogBuffer`; `await get()` returns the next chunk, `None` at the end."""
+class Publisher(Protocol):
+    def unsubscribe(self, sub: Subscription) -> None: ...
 
-    def __init__(self, owner: LogBuffer, max_entries: int) -> None:
+
+class Subscription:
+    """One live reader of a `LogBuffer` or `EventBus`; `await get()` returns the next chunk, `None` at the end."""
+
+    def __init__(
+        self, owner: Publisher, max_entries: int, notice: Callable[[int], bytes] = drop_notice
+    ) -> None:
         self._owner = owner
         self._max = max_entries
+        self._notice = notice  # what the reader gets in place of what it missed
         self._queue: deque[bytes] = deque()
         self._lock = threading.Lock()
         self._dropped = 0
@@ -50,7 +57,7 @@ class Subscription:
                 self._dropped += len(data)
                 return
             if self._dropped:
-                self._queue.append(drop_notice(self._dropped))
+                self._queue.append(self._notice(self._dropped))
                 self._dropped = 0
             self._queue.append(data)
         self._notify()
@@ -70,7 +77,7 @@ class Subscription:
             if self._queue:
                 return self._queue.popleft()
             if self._dropped:
-                notice = drop_notice(self._dropped)
+                notice = self._notice(self._dropped)
                 self._dropped = 0
                 return notice
             return None

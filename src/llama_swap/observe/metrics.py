@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterable, Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from llama_swap.observe.usage import Usage
-from llama_swap.process import ProcessState
+from llama_swap.process import ProcessState, group_rss
 
 disable_created_metrics()  # `_created` series double the output and nobody graphs them
 
@@ -37,8 +42,18 @@ class Metrics:
             "llamaswap_request_duration_seconds", "Time from request to the end of the response.",
             ("model",), buckets=_REQUEST_BUCKETS, registry=self.registry,
         )
+        self.first_byte_seconds = Histogram(
+            "llamaswap_time_to_first_byte_seconds",
+            "Time from request to the first byte of the answer's body (for a stream: its first token event),"
+            " waiting and loading included.",
+            ("model",), buckets=_REQUEST_BUCKETS, registry=self.registry,
+        )
         self.swaps = Counter(
             "llamaswap_swaps", "Model starts (swaps) by model and outcome.", ("model", "outcome"), registry=self.registry
+        )
+        self.start_failures = Counter(
+            "llamaswap_start_failures", "Starts that failed (exited, never healthy, port taken...), by model.",
+            ("model",), registry=self.registry,
         )
         self.swap_seconds = Histogram(
             "llamaswap_swap_duration_seconds", "Time to stop what must make room and start a model until healthy.",
@@ -67,6 +82,7 @@ class Metrics:
             "llamaswap_generation_tokens_per_second", "Generation speed the upstreams reported, per request.",
             ("model",), buckets=_RATE_BUCKETS, registry=self.registry,
         )
+        ProcessCollector(registry=self.registry)  # the service's own CPU, memory and file descriptors
         self._alive: set[str] = set()
         for model in models:
             self.set_state(model, ProcessState.STOPPED)
@@ -80,10 +96,13 @@ class Metrics:
             self._alive.add(model)
         self.running.set(len(self._alive))
 
-    def swap_done(self, model: str, seconds: float, ok: bool) -> None:
-        self.swaps.labels(model, "ok" if ok else "failed").inc()
-        if ok:
+    def swap_done(self, model: str, seconds: float, outcome: str) -> None:
+        """A start ended: "ok", "failed" or "aborted" (unloaded or shut down before ready)."""
+        self.swaps.labels(model, outcome).inc()
+        if outcome == "ok":
             self.swap_seconds.labels(model).observe(seconds)
+        elif outcome == "failed":
+            self.start_failures.labels(model).inc()
 
     def record_usage(self, model: str, usage: Usage) -> None:
         """Count what one request's upstream reported; what it did not report is left out."""
@@ -97,5 +116,29 @@ class Metrics:
         if usage.generation_per_second is not None:
             self.generation_rate.labels(model).observe(usage.generation_per_second)
 
+    def watch_memory(self, running: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Export each running model's resident memory, read from /proc at scrape time."""
+        self.registry.register(_MemoryCollector(running))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _MemoryCollector(Collector):
+    def __init__(self, running: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._running = running
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "llamaswap_model_resident_memory_bytes",
+            "Resident memory of each running model's process group (its server and any wrapper).",
+            labels=("model",),
+        )
+        for model, pid in self._running():
+            rss = group_rss(pid)
+            if rss is not None:
+                family.add_metric((model,), rss)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

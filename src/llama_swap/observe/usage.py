@@ -39,6 +39,8 @@ class Usage:
     cached_tokens: int | None = None
     prompt_per_second: float | None = None
     generation_per_second: float | None = None
+    draft_tokens: int | None = None  # speculative decoding: tokens drafted ...
+    accepted_tokens: int | None = None  # ... and how many of them were accepted
 
 
 def meter_for(status: int, headers: Mapping[str, str]) -> UsageMeter | None:
@@ -175,12 +177,16 @@ def _combine(
     """llama.cpp's `timings` override the counts and give the rates; vLLM's `metrics` give rates."""
     prompt_rate: float | None = None
     generation_rate: float | None = None
+    draft: int | None = None
+    accepted: int | None = None
     if timings is not None:
         prompt = _or(_count(timings.get("prompt_n")), prompt)
         generated = _or(_count(timings.get("predicted_n")), generated)
         cached = _or(_count(timings.get("cache_n")), cached)
         prompt_rate = _rate(timings.get("prompt_per_second"))
         generation_rate = _rate(timings.get("predicted_per_second"))
+        draft = _count(timings.get("draft_n"))
+        accepted = _count(timings.get("draft_n_accepted"))
     if metrics is not None:
         ttft_ms = _rate(metrics.get("time_to_first_token_ms"))
         if ttft_ms and prompt is not None:
@@ -188,7 +194,11 @@ def _combine(
         itl_ms = _rate(metrics.get("mean_itl_ms"))
         if itl_ms:
             generation_rate = 1000 / itl_ms
-    usage = Usage(prompt, generated, cached, prompt_rate, generation_rate)
+        speculative = metrics.get("speculative_decoding")
+        if isinstance(speculative, dict):
+            draft = _count(speculative.get("num_draft_tokens"))
+            accepted = _count(speculative.get("num_accepted_draft_tokens"))
+    usage = Usage(prompt, generated, cached, prompt_rate, generation_rate, draft, accepted)
     return None if usage == Usage() else usage
 
 

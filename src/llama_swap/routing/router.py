@@ -51,7 +51,8 @@ class Ticket:
     granted: asyncio.Future[None]
 
 
-SwapObserver = Callable[[str, float, bool], None]
+SwapObserver = Callable[[str, float, str], None]
+"""Told (model, seconds, outcome) after each start: outcome is "ok", "failed" or "aborted"."""
 
 
 class Router:
@@ -245,6 +246,7 @@ class Router:
         process = self.processes[target]
         error: str | None = None
         status = 503
+        outcome = "failed"
         try:
             if evict:
                 log.info("swapping: stopping %s to start %s", ", ".join(sorted(evict)), target)
@@ -254,6 +256,7 @@ class Router:
             error = str(exc)
             log.error("[%s] failed to start: %s", target, error)
         except asyncio.CancelledError:
+            outcome = "aborted"
             error = (
                 "llama-swap is shutting down"
                 if self._closed
@@ -265,7 +268,7 @@ class Router:
         finally:
             self._starts.pop(target, None)
         if self._on_swap is not None:
-            self._on_swap(target, time.monotonic() - started, error is None)
+            self._on_swap(target, time.monotonic() - started, "ok" if error is None else outcome)
         self._apply(self._scheduler.swap_done(target, error, status))
         self._refresh_ttl(target)  # a (re)start resets the idle clock
 

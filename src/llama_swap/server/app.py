@@ -11,10 +11,12 @@ from aiohttp import web
 from llama_swap import __version__
 from llama_swap.config import Config
 from llama_swap.server import logs_api, manage
+from llama_swap.server.api import add_api_routes
 from llama_swap.server.docs import add_docs_routes
 from llama_swap.server.errors import HTTPError, error_response
 from llama_swap.server.inference import SERVICE, handle_model_request
 from llama_swap.server.service import Service
+from llama_swap.server.ui import add_ui_routes
 
 log = logging.getLogger("llama_swap.server")
 
@@ -59,10 +61,6 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-async def _to_docs(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound("/swagger/")
-
-
 def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     """The service as an aiohttp app; the `Service` lives from start-up to cleanup."""
     app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY, handler_args={})
@@ -75,11 +73,12 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
         await service.close()
 
     async def end_log_streams(app: web.Application) -> None:
-        app[SERVICE].logs.close()  # open /logs/stream readers must not hold up shutdown
+        app[SERVICE].logs.close()  # open /logs/stream and /api/events readers must not hold up shutdown
+        app[SERVICE].events.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_log_streams)
-    app.router.add_get("/", _to_docs)
+    add_ui_routes(app)
     app.router.add_get("/health", manage.health)
     app.router.add_get("/running", manage.running)
     app.router.add_get("/v1/models", manage.list_models)
@@ -87,6 +86,7 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     app.router.add_get("/unload", manage.unload_all_get)
     app.router.add_post("/api/models/unload", manage.unload_all_post)
     app.router.add_get("/metrics", manage.metrics)
+    add_api_routes(app)
     app.router.add_get("/logs", logs_api.get_logs)
     app.router.add_get("/logs/stream", logs_api.stream_combined)
     app.router.add_get("/logs/stream/{source:.+}", logs_api.stream_source)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import time
-from typing import Callable
+import asyncio
 
 from aiohttp import web
 
-from llama_swap.observe.usage import Usage
 from llama_swap.process import ProcessState
-from llama_swap.proxy import UpstreamUnavailable, forward
+from llama_swap.proxy import CANCELLED, UpstreamUnavailable, forward
 from llama_swap.routing.router import RouteError
 from llama_swap.server.errors import HTTPError
 from llama_swap.server.extract import model_from_body, model_from_query
@@ -61,47 +58,47 @@ async def serve(
     requested: str,
 ) -> web.StreamResponse:
     """Acquire ``model`` (starting or swapping as needed), proxy, and account for it."""
-    started = time.perf_counter()
     status = 499  # client went away before an answer; replaced below
     if counted and body:  # inference requests get the model's filters; raw passthrough stays raw
         body = rewrite_request(service.config.models[model], requested, request.headers.get("Content-Type", ""), body)
-    inflight = service.metrics.inflight.labels(model)
-    inflight.inc()
+    tracked = service.activity.begin(
+        model, request.method, path, request.headers, request.remote,
+        label=path if path in INFERENCE_PATHS else "other",
+        metered=request.method == "POST" and path in INFERENCE_PATHS,
+    )
     try:
         if _shows_loading(service, model, path, body):
-            response, status = await serve_while_loading(request, service, model, path_qs, body, requested=requested)
+            response, status = await serve_while_loading(
+                request, service, model, path_qs, body, requested=requested, tap=tracked
+            )
             return response
         lease = await service.router.acquire(model, counted=counted)
         try:
             process = lease.process
             response = await forward(
                 request, service.session, process.base_url + path_qs, body,
-                model=model, deadlines=process.deadlines, on_usage=_usage_recorder(service, request, model, path),
+                model=model, tap=tracked, deadlines=process.deadlines,
             )
             status = response.status
             return response
         except UpstreamUnavailable as exc:
             status = 502
+            tracked.error = str(exc)
             raise HTTPError(502, str(exc)) from exc
         finally:
             service.router.release(lease)
     except RouteError as exc:  # refused or failed before any answer began
         status = exc.status
+        tracked.error = exc.message
         raise _route_error(exc) from exc
+    except asyncio.CancelledError:
+        if not tracked.cancelled:
+            raise  # the client went away
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        status = 503
+        raise HTTPError(503, CANCELLED) from None
     finally:
-        label = path if path in INFERENCE_PATHS else "other"
-        service.metrics.requests.labels(model, label, str(status)).inc()
-        service.metrics.request_seconds.labels(model).observe(time.perf_counter() - started)
-        inflight.dec()  # last: once it reads 0, every finished request is fully accounted
-
-
-def _usage_recorder(
-    service: Service, request: web.Request, model: str, path: str
-) -> Callable[[Usage], None] | None:
-    """Inference POSTs have their reported token usage counted; anything else is not metered."""
-    if request.method != "POST" or path not in INFERENCE_PATHS:
-        return None
-    return functools.partial(service.metrics.record_usage, model)
+        service.activity.finish(tracked, status)
 
 
 def _shows_loading(service: Service, model: str, path: str, body: bytes) -> bool:

@@ -6,10 +6,11 @@ the shape can be tested without a server.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llama_swap.config import Capabilities, Config, ModelConfig
+from llama_swap.process import ModelProcess, ProcessState
 
 # Top-level record fields owned by the capabilities renderer; a model that sets
 # `capabilities` cannot also smuggle them in through `metadata`.
@@ -42,6 +43,30 @@ def model_records(config: Config, created: int, loaded: Callable[[str], bool]) -
             for alias in model.aliases:
                 records.append(_record(alias, model, created, is_loaded, {"type": "alias", "modelID": model_id}))
     records.sort(key=lambda record: record["id"])
+    return records
+
+
+def status_records(config: Config, processes: Mapping[str, ModelProcess]) -> list[dict[str, Any]]:
+    """Every local model with its live state: `GET /api/models` and the `modelStatus` event."""
+    records = []
+    for model_id, model in sorted(config.models.items()):
+        process = processes.get(model_id)
+        state = process.state if process is not None else ProcessState.STOPPED
+        rendered = _render_capabilities(model.capabilities)
+        records.append({
+            "id": model_id,
+            "name": model.name.strip(),
+            "description": model.description.strip(),
+            "state": state.value,
+            "unlisted": model.unlisted,
+            "peerID": "",
+            "aliases": list(model.aliases),
+            "capabilities": sorted(rendered.get("capabilities", {})),
+            "context_length": rendered.get("context_length"),
+            "ttl": model.ttl,
+            "pid": process.pid if process is not None else None,
+            "error": process.last_error if state is ProcessState.FAILED and process is not None else None,
+        })
     return records
 
 

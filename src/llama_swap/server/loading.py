@@ -10,13 +10,12 @@ error event, which the `openai` client raises.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 
 import orjson
 from aiohttp import web
 
-from llama_swap.proxy import UpstreamUnavailable, open_upstream, relay, sse_error
+from llama_swap.proxy import CANCELLED, Tap, UpstreamUnavailable, open_upstream, relay, sse_error
 from llama_swap.routing.router import Lease, RouteError, Router
 from llama_swap.server.service import Service
 
@@ -54,6 +53,7 @@ async def serve_while_loading(
     body: bytes,
     *,
     requested: str,
+    tap: Tap,
 ) -> tuple[web.StreamResponse, int]:
     """Answer with loading progress until ``model`` is granted, then relay the upstream.
 
@@ -74,15 +74,18 @@ async def serve_while_loading(
         lease = acquiring.result()
     except RouteError as exc:
         return await _end_with_error(response, exc.message, exc.status), exc.status
-    except BaseException:  # the client went away: leave the queue, or give back the grant
+    except BaseException as exc:  # the client went away, or an operator cancelled the request
         if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
             service.router.release(acquiring.result())
         else:
             acquiring.cancel()
+        if isinstance(exc, asyncio.CancelledError) and tap.cancelled:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return await _end_with_error(response, CANCELLED, 503), 503
         raise
     try:
         await response.write(_chunk(requested, f"\nready after {time.monotonic() - started:.2f}s\n\n"))
-        return await _relay_upstream(request, response, service, lease, path_qs, body, model)
+        return await _relay_upstream(request, response, service, lease, path_qs, body, model, tap)
     finally:
         service.router.release(lease)
 
@@ -113,6 +116,7 @@ async def _relay_upstream(
     path_qs: str,
     body: bytes,
     model: str,
+    tap: Tap,
 ) -> tuple[web.StreamResponse, int]:
     url = lease.process.base_url + path_qs
     try:
@@ -123,8 +127,7 @@ async def _relay_upstream(
                 detail = (await upstream.text(errors="replace"))[:500]
                 message = f"upstream '{model}' answered {upstream.status}: {detail}"
                 return await _end_with_error(response, message, upstream.status), upstream.status
-            record = functools.partial(service.metrics.record_usage, model)
-            await relay(upstream, response, request, model=model, on_usage=record)
+            await relay(upstream, response, request, model=model, tap=tap)
             return response, upstream.status
     except UpstreamUnavailable as exc:
         return await _end_with_error(response, str(exc), 502), 502

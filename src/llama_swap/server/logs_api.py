@@ -7,15 +7,12 @@ ends when the service shuts down.
 
 from __future__ import annotations
 
-import contextlib
-
 from aiohttp import web
 
 from llama_swap.observe.logbuffer import LogBuffer
 from llama_swap.server.errors import HTTPError
 from llama_swap.server.inference import SERVICE
-
-CHECK_SECONDS = 2.0  # how often an idle stream notices that its client went away
+from llama_swap.server.streaming import pump
 
 _HEADERS = {
     "Content-Type": "text/plain; charset=utf-8",
@@ -61,15 +58,7 @@ async def _stream(request: web.Request, buffer: LogBuffer) -> web.StreamResponse
         await response.prepare(request)
         if "no-history" not in request.query and history:
             await response.write(history)
-        while not hub.closed:
-            chunk = await sub.get(timeout=CHECK_SECONDS)
-            if chunk is None:
-                if sub.closed or request.transport is None or request.transport.is_closing():
-                    break
-                continue
-            await response.write(chunk)
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
+        await pump(request, response, sub, is_closed=lambda: hub.closed)
         return response
     finally:
         sub.unsubscribe()

@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Coroutine
+from typing import Any, Coroutine
 
 import aiohttp
 
 from llama_swap.config import Config, ModelConfig
-from llama_swap.observe.logbuffer import LogHub
+from llama_swap.observe.activity import Activity
+from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, EventBus
+from llama_swap.observe.logbuffer import LogBuffer, LogHub
 from llama_swap.observe.logs import GoStyleFormatter, attach_history, detach_history
 from llama_swap.observe.metrics import Metrics
+from llama_swap.observe.store import ActivityStore
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.proxy import make_session
 from llama_swap.reaper import Reaper
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.errors import model_not_found
+from llama_swap.server.listing import status_records
 
 log = logging.getLogger("llama_swap.service")
 
@@ -32,6 +36,12 @@ class Service:
         self.metrics = Metrics(sorted(config.models))
         self.logs = LogHub(config.log_to_stdout)  # GET /logs, /logs/stream/...
         self._log_handler = attach_history(self.logs, config)
+        self.events = EventBus()  # GET /api/events
+        self._publish_logs("proxy", self.logs.proxy)
+        self._publish_logs("upstream", self.logs.upstream)
+        self.activity = Activity(
+            self.events, self.metrics, _open_store(config), config.ui.activity.session_id
+        )
         self.session: aiohttp.ClientSession = make_session()
         self.reaper = Reaper() if use_reaper else None
         self.router = Router(
@@ -43,6 +53,7 @@ class Service:
         )
         self.processes = self.router.processes  # one dict: the router adds and drops entries
         self.metrics.queued.set_function(self.router.queue_length)  # read at scrape time only
+        self.metrics.watch_memory(self._running_pids)
         self._background: set[asyncio.Task[None]] = set()
 
     def start_background(self) -> None:
@@ -73,6 +84,8 @@ class Service:
         removed = sorted(set(old.models) - set(new.models))
         self.logs.log_to_stdout = new.log_to_stdout
         self._log_handler.setFormatter(GoStyleFormatter(new.log_time_format))
+        self._reopen_store(new)
+        self.activity.session_headers = new.ui.activity.session_id
         self.router.reconfigure(
             fresh=fresh,
             changed=changed,
@@ -87,6 +100,14 @@ class Service:
             len(new.models) - len(fresh),
         )
         self._spawn(self._preload([m for m in new.preload if m not in old.preload or m in fresh]))
+        self.publish_status()
+
+    def model_status(self) -> list[dict[str, Any]]:
+        return status_records(self.config, self.processes)
+
+    def publish_status(self) -> None:
+        if self.events.active:
+            self.events.publish(MODEL_STATUS, self.model_status())
 
     def resolve(self, name: str) -> ModelConfig:
         """The model for an id or alias; raises a 404 `HTTPError` naming it otherwise."""
@@ -98,6 +119,7 @@ class Service:
     async def close(self) -> None:
         """Stop every upstream in parallel, then release the client and the reaper."""
         self.logs.close()
+        self.events.close()
         for task in list(self._background):
             task.cancel()
         await self.router.shutdown()
@@ -105,6 +127,29 @@ class Service:
         if self.reaper is not None:
             self.reaper.close()
         detach_history(self._log_handler)
+        self.activity.store.close()
+
+    def _publish_logs(self, source: str, buffer: LogBuffer) -> None:
+        """Feed a log history's new lines to `/api/events` readers (`logData`)."""
+
+        def publish(data: bytes) -> None:
+            if self.events.active:
+                self.events.publish(LOG_DATA, {"source": source, "data": data.decode("utf-8", "replace")})
+
+        buffer.forward_to(publish)
+
+    def _reopen_store(self, new: Config) -> None:
+        """A reload keeps the activity log unless `store.path` changed."""
+        store = self.activity.store
+        path = new.store.path if new.store is not None else None
+        if path == store.path:
+            store.keep = new.metrics_max_in_memory
+            return
+        store.close()
+        self.activity.store = _open_store(new)
+
+    def _running_pids(self) -> list[tuple[str, int]]:
+        return [(model, p.pid) for model, p in self.processes.items() if p.pid is not None]
 
     def _process(self, model: ModelConfig) -> ModelProcess:
         return ModelProcess(
@@ -135,9 +180,14 @@ class Service:
     def _state_changed(self, model: str, state: ProcessState) -> None:
         self.metrics.set_state(model, state)
         log.debug("[%s] state %s", model, state.value)
+        self.publish_status()
 
     def _crashed(self, model: str) -> None:
         self.router.crashed(model)
+
+
+def _open_store(config: Config) -> ActivityStore:
+    return ActivityStore(config.store.path if config.store is not None else None, config.metrics_max_in_memory)
 
 
 def _limits(config: Config) -> dict[str, int]:
