@@ -4,16 +4,13 @@ shutdown with open streams, and readers that stall without slowing requests."""
 from __future__ import annotations
 
 import random
-import socket
 import textwrap
-import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from tests.fakes import fake_cmd, is_alive
-from tests.integration.conftest import RunningService, launch, wait_until
+from tests.integration.conftest import launch, wait_until
+from tests.integration.streams import StreamReader, stalled_reader
 
 
 def config(to_stdout: str = "proxy") -> str:
@@ -25,37 +22,6 @@ def config(to_stdout: str = "proxy") -> str:
           org/m2:
             cmd: {fake_cmd(name="beta")}
         """
-
-
-class StreamReader:
-    """Reads a log stream in a thread, collecting what arrives."""
-
-    def __init__(self, service: RunningService, path: str) -> None:
-        self.data = b""
-        self.status: int | None = None
-        self.ended = threading.Event()
-        self._client = httpx.Client(base_url=service.url, timeout=httpx.Timeout(60.0))
-        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
-        self._thread.start()
-        assert wait_until(lambda: self.status is not None, timeout=10), "stream did not start"
-
-    def _run(self, path: str) -> None:
-        try:
-            with self._client.stream("GET", path) as response:
-                self.status = response.status_code
-                for chunk in response.iter_raw():
-                    self.data += chunk
-        except httpx.HTTPError:
-            pass
-        finally:
-            self.ended.set()
-
-    @property
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
-
-    def close(self) -> None:
-        self._client.close()
 
 
 def test_logs_history_follows_log_to_stdout(start_service) -> None:
@@ -150,16 +116,6 @@ def test_shutdown_with_open_streams_is_prompt(tmp_path: Path) -> None:
     assert wait_until(lambda: not is_alive(pid), timeout=5)
 
 
-def _stalled_reader(service: RunningService, path: str) -> socket.socket:
-    """A client that asks for a stream and then never reads a byte."""
-    host, port = service.url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    return sock
-
-
 def test_stalled_reader_does_not_slow_requests(start_service) -> None:
     service = start_service(config("both"))
     assert service.chat("m1").status_code == 200
@@ -171,7 +127,7 @@ def test_stalled_reader_does_not_slow_requests(start_service) -> None:
         return time.monotonic() - began
 
     baseline = timed_requests(50)
-    stalled = [_stalled_reader(service, p) for p in ("/logs/stream", "/logs/stream/upstream", "/logs/stream/m1")]
+    stalled = [stalled_reader(service, p) for p in ("/logs/stream", "/logs/stream/upstream", "/logs/stream/m1")]
     try:
         with_stalled = timed_requests(300) / 6
         assert with_stalled < baseline * 3 + 1.0, (baseline, with_stalled)
