@@ -189,6 +189,15 @@ def test_store() -> None:
     assert "config.yaml:1: store.file: unknown key" in _error("store: {file: x}\n")
 
 
+def test_store_path_must_be_writable(tmp_path) -> None:
+    assert _error(f"store: {{path: {tmp_path}/missing/a.db}}\n") == (
+        f"config.yaml:1: store.path: directory {tmp_path}/missing does not exist"
+    )
+    assert "is a directory" in _error(f"store: {{path: {tmp_path}}}\n")
+    store = load_config_text(f"store: {{path: {tmp_path}/a.db}}\n").store
+    assert store is not None and store.path == f"{tmp_path}/a.db"
+
+
 @pytest.mark.parametrize(
     ("every", "seconds"),
     [("5s", 5), ("1m", 60), ("1m30s", 90), ("1.5h", 5400), ("5000ms", 5), ("2h0m0.5s", 7200.5)],

@@ -4,6 +4,7 @@ They are parsed and checked here, at load, so a wrong value is reported with its
 before the server starts, and the code acting on them gets typed values.
 """
 
+import os
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -128,6 +129,20 @@ class StoreConfig(Section):
     """Where the activity log is persisted (SQLite); absent means in memory."""
 
     path: NonEmptyText
+
+    @field_validator("path")
+    @classmethod
+    def _writable(cls, path: str) -> str:
+        """Checked at load, so a wrong path is a config error rather than a failed start."""
+        target = os.path.abspath(os.path.expanduser(path))
+        if os.path.isdir(target):
+            raise ValueError(f"{path} is a directory; give a file name such as {os.path.join(path, 'activity.db')}")
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise ValueError(f"directory {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
+            raise ValueError(f"{path} is not writable")
+        return target
 
 
 class PerformanceConfig(Section):
