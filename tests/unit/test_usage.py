@@ -272,8 +272,8 @@ def test_meter_for(status: int, headers: dict[str, str], meters: bool) -> None:
 
 def test_record_usage_into_metrics() -> None:
     metrics = Metrics(["m"])
-    metrics.record_usage("m", Usage(10, 5, 2, 480.0, 40.0))
-    metrics.record_usage("m", Usage(1, 1, None, None, None))
+    metrics.series("m").record_usage(Usage(10, 5, 2, 480.0, 40.0))
+    metrics.series("m").record_usage(Usage(1, 1, None, None, None))
     value = metrics.registry.get_sample_value
     assert value("llamaswap_tokens_total", {"model": "m", "kind": "prompt"}) == 11
     assert value("llamaswap_tokens_total", {"model": "m", "kind": "generated"}) == 6

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import orjson
 
 from llama_swap.observe.events import ACTIVITY, INFLIGHT, EventBus
-from llama_swap.observe.metrics import Metrics
+from llama_swap.observe.metrics import Metrics, ModelSeries
 from llama_swap.observe.store import ActivityRow, ActivityStore
 from llama_swap.observe.usage import Usage, UsageMeter, meter_for
 from llama_swap.proxy import CANCELLED
@@ -31,16 +31,17 @@ class Tracked:
     """One request being handled; the relay reports its answer here chunk by chunk."""
 
     __slots__ = (
-        "id", "model", "method", "path", "label", "metered", "client", "session_id", "started", "t0",
+        "id", "model", "method", "path", "series", "label", "metered", "client", "session_id", "started", "t0",
         "task", "bytes", "first_byte", "status", "content_type", "meter", "cancelled", "error",
         "_error_body", "_activity", "_published",
     )
 
     def __init__(
-        self, activity: Activity, req_id: int, model: str, method: str, path: str, *,
+        self, activity: Activity, req_id: int, model: str, method: str, path: str, series: ModelSeries, *,
         label: str, metered: bool, client: str, session_id: str | None,
     ) -> None:
         self._activity = activity
+        self.series = series
         self.id = req_id
         self.model = model
         self.method = method
@@ -121,11 +122,11 @@ class Activity:
         *, label: str, metered: bool,
     ) -> Tracked:
         tracked = Tracked(
-            self, next(self._ids), model, method, path, label=label, metered=metered,
+            self, next(self._ids), model, method, path, self.metrics.series(model), label=label, metered=metered,
             client=client_address(headers, remote), session_id=self._session_id(headers),
         )
         self._inflight[tracked.id] = tracked
-        self.metrics.inflight.labels(model).inc()
+        tracked.series.inflight.inc()
         if self.bus.active:
             self.bus.publish(INFLIGHT, {"operation": "upsert", "request": tracked.to_json()})
         return tracked
@@ -134,20 +135,19 @@ class Activity:
         """The request is over (answered, failed, cancelled or abandoned): account for it."""
         self._inflight.pop(tracked.id, None)
         end = time.perf_counter()
-        model = tracked.model
-        metrics = self.metrics
-        metrics.requests.labels(model, tracked.label, str(status)).inc()
-        metrics.request_seconds.labels(model).observe(end - tracked.t0)
+        series = tracked.series
+        series.answered(tracked.label, status)
+        series.request_seconds.observe(end - tracked.t0)
         if tracked.first_byte is not None:
-            metrics.first_byte_seconds.labels(model).observe(tracked.first_byte - tracked.t0)
+            series.first_byte_seconds.observe(tracked.first_byte - tracked.t0)
         usage = tracked.usage()
         if usage is not None:
-            metrics.record_usage(model, usage)
+            series.record_usage(usage)
         if tracked.metered:
             self._log(tracked, status, usage, end)
         if self.bus.active:
             self.bus.publish(INFLIGHT, {"operation": "remove", "id": tracked.id})
-        metrics.inflight.labels(model).dec()  # last: once it reads 0, every request is accounted
+        series.inflight.dec()  # last: once it reads 0, every request is accounted
 
     def cancel(self, req_id: int) -> bool:
         """Abort an in-flight request; its client gets an error. False if there is none."""

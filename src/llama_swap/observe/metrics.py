@@ -84,6 +84,7 @@ class Metrics:
         )
         ProcessCollector(registry=self.registry)  # the service's own CPU, memory and file descriptors
         self._alive: set[str] = set()
+        self._series: dict[str, ModelSeries] = {}
         for model in models:
             self.set_state(model, ProcessState.STOPPED)
 
@@ -104,17 +105,12 @@ class Metrics:
         elif outcome == "failed":
             self.start_failures.labels(model).inc()
 
-    def record_usage(self, model: str, usage: Usage) -> None:
-        """Count what one request's upstream reported; what it did not report is left out."""
-        for kind, count in (
-            ("prompt", usage.prompt_tokens), ("generated", usage.generated_tokens), ("cached", usage.cached_tokens)
-        ):
-            if count is not None:
-                self.tokens.labels(model, kind).inc(count)
-        if usage.prompt_per_second is not None:
-            self.prompt_rate.labels(model).observe(usage.prompt_per_second)
-        if usage.generation_per_second is not None:
-            self.generation_rate.labels(model).observe(usage.generation_per_second)
+    def series(self, model: str) -> ModelSeries:
+        """``model``'s per-request series, resolved once and reused on every request."""
+        found = self._series.get(model)
+        if found is None:
+            found = self._series[model] = ModelSeries(self, model)
+        return found
 
     def watch_memory(self, running: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Export each running model's resident memory, read from /proc at scrape time."""
@@ -122,6 +118,38 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ModelSeries:
+    """One model's children of the per-request metrics: `labels()` takes a lock and builds
+    a key each time, which the hot path does not need to pay for every request."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.model = model
+        self.inflight = metrics.inflight.labels(model)
+        self.request_seconds = metrics.request_seconds.labels(model)
+        self.first_byte_seconds = metrics.first_byte_seconds.labels(model)
+        self._by_outcome: dict[tuple[str, int], Counter] = {}
+        self._metrics = metrics  # the usage series appear once a model reports usage
+
+    def answered(self, path: str, status: int) -> None:
+        """Count a request by its path label and status."""
+        child = self._by_outcome.get((path, status))
+        if child is None:
+            child = self._by_outcome[(path, status)] = self._metrics.requests.labels(self.model, path, str(status))
+        child.inc()
+
+    def record_usage(self, usage: Usage) -> None:
+        """Count what one request's upstream reported; what it did not report is left out."""
+        for kind, count in (
+            ("prompt", usage.prompt_tokens), ("generated", usage.generated_tokens), ("cached", usage.cached_tokens)
+        ):
+            if count is not None:
+                self._metrics.tokens.labels(self.model, kind).inc(count)
+        if usage.prompt_per_second is not None:
+            self._metrics.prompt_rate.labels(self.model).observe(usage.prompt_per_second)
+        if usage.generation_per_second is not None:
+            self._metrics.generation_rate.labels(self.model).observe(usage.generation_per_second)
 
 
 class _MemoryCollector(Collector):

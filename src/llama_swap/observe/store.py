@@ -9,22 +9,22 @@ llama-swap's does.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import sqlite3
+import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 FLUSH_DELAY = 0.2  # seconds rows wait before they are written together
 FLUSH_ROWS = 500  # or this many, whichever comes first
 
 
-@dataclass(frozen=True, slots=True)
-class ActivityRow:
+class ActivityRow(NamedTuple):
     """One finished request, as `GET /api/metrics/activity` and the `activity` event show it.
 
-    Token counts and speeds are None where the upstream reported nothing.
+    Token counts and speeds are None where the upstream reported nothing. A tuple, so that
+    it goes to SQLite as it is.
     """
 
     id: int
@@ -46,13 +46,12 @@ class ActivityRow:
     error_msg: str | None
 
     def to_json(self) -> dict[str, Any]:
-        record = {f.name: getattr(self, f.name) for f in _FIELDS}
+        record = self._asdict()
         record["timestamp"] = rfc3339(self.timestamp)
         return record
 
 
-_FIELDS = dataclasses.fields(ActivityRow)
-_COLUMNS = ", ".join(f.name for f in _FIELDS)
+_COLUMNS = ", ".join(ActivityRow._fields)
 
 # Sort keys of the Go API, mapped to columns.
 SORT_COLUMNS = {
@@ -68,9 +67,10 @@ def rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _column_type(field: dataclasses.Field[Any]) -> str:
-    base = str(field.type).split("|")[0].strip()
-    return {"int": "INTEGER", "float": "REAL", "str": "TEXT"}[base]
+def _column_type(hint: Any) -> str:
+    """`int | None` → INTEGER: the SQLite type of a row field."""
+    base = typing.get_args(hint)[0] if typing.get_args(hint) else hint
+    return {int: "INTEGER", float: "REAL", str: "TEXT"}[base]
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,15 @@ class ActivityStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         columns = ", ".join(
-            f"{f.name} {_column_type(f)}{' PRIMARY KEY' if f.name == 'id' else ''}" for f in _FIELDS
+            f"{name} {_column_type(kind)}{' PRIMARY KEY' if name == 'id' else ''}"
+            for name, kind in typing.get_type_hints(ActivityRow).items()
         )
         self._db.execute(f"CREATE TABLE IF NOT EXISTS activity ({columns})")
         self._db.execute("CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id)")
         self._db.execute("CREATE INDEX IF NOT EXISTS activity_time ON activity (timestamp)")
         (last,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM activity").fetchone()
         self.last_id: int = last
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[ActivityRow] = []
         self._flush_timer: asyncio.TimerHandle | None = None
 
     def next_id(self) -> int:
@@ -132,7 +133,7 @@ class ActivityStore:
 
     def add(self, row: ActivityRow) -> None:
         """Queue ``row``; it is written within `FLUSH_DELAY` seconds."""
-        self._pending.append(dataclasses.astuple(row))
+        self._pending.append(row)
         if len(self._pending) >= FLUSH_ROWS:
             self.flush()
         elif self._flush_timer is None:
@@ -145,7 +146,7 @@ class ActivityStore:
         if not self._pending:
             return
         rows, self._pending = self._pending, []
-        placeholders = ", ".join("?" * len(_FIELDS))
+        placeholders = ", ".join("?" * len(ActivityRow._fields))
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(f"INSERT OR REPLACE INTO activity ({_COLUMNS}) VALUES ({placeholders})", rows)
