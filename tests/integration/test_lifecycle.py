@@ -67,6 +67,23 @@ def test_crash_at_start_fails_at_once_quoting_its_output(start_service) -> None:
     assert service.log().count("[broken] starting:") == 2
 
 
+def test_a_crash_looping_model_is_not_restarted_by_every_request(start_service) -> None:
+    service = start_service(f"models:\n  broken:\n    cmd: {fake_cmd(name='broken', crash_at_start=True)}\n")
+    for _ in range(2):  # failing twice in a row starts the back-off
+        assert chat(service, "broken").status_code == 503
+    refused = chat(service, "broken")
+    assert refused.status_code == 503
+    assert "failed 2 times in a row and is not restarted for another" in refused.json()["error"]
+    assert "exited with code 1" in refused.json()["error"]  # the reason is still given
+    assert refused.headers["Retry-After"] == "1"
+    assert service.log().count("[broken] starting:") == 2  # no start for the refused request
+    # once the back-off is over, a request tries again; an explicit load always may
+    assert wait_until(lambda: service.log().count("[broken] starting:") == 3 or chat(service, "broken") is None)
+    assert "restarted for another" in chat(service, "broken").json()["error"]  # 3 failures: 2 s now
+    load = service.http.get("/upstream/broken/load")
+    assert load.json()["status"] == "error" and service.log().count("[broken] starting:") == 4
+
+
 def test_health_check_timeouts_are_15s_for_unhealthy_and_hanging_upstreams(start_service) -> None:
     # healthCheckTimeout below the minimum is raised to 15 s
     unhealthy = start_service(

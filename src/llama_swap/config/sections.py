@@ -142,7 +142,7 @@ class StoreConfig(Section):
             raise ValueError(f"directory {folder} does not exist")
         if not os.access(folder, os.W_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
             raise ValueError(f"{path} is not writable")
-        return target
+        return path
 
 
 class PerformanceConfig(Section):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from llama_swap.process import ModelProcess, StartError
+from llama_swap.process import ModelProcess, ProcessState, StartError
+from llama_swap.routing.backoff import Backoff
 from llama_swap.routing.policy import EvictionPolicy
 from llama_swap.routing.scheduler import (
     AbortStart,
@@ -28,10 +30,11 @@ log = logging.getLogger("llama_swap.router")
 class RouteError(Exception):
     """A request cannot be served; ``status`` and message go to the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds, for a `Retry-After` header
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Router:
         self._on_swap = on_swap
         self._closed = False
         self._replacements: dict[str, ModelProcess] = {}  # reloaded models waiting to switch
+        self._backoff = Backoff()
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------------ public
@@ -88,6 +92,8 @@ class Router:
 
         The ticket must then be passed to `wait`, which is where it is granted or failed.
         """
+        if counted:
+            self._check_backoff(model)
         req = next(self._ids)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[req] = granted
@@ -96,6 +102,22 @@ class Router:
             del self._waiting[req]
             raise granted.exception()  # type: ignore[misc]
         return Ticket(req, model, granted)
+
+    def _check_backoff(self, model: str) -> None:
+        """A request must not restart a model that keeps failing before its back-off is over."""
+        process = self.processes[model]
+        if process.state not in (ProcessState.STOPPED, ProcessState.FAILED):
+            return
+        wait = self._backoff.wait(model, time.monotonic())
+        if wait > 0:
+            failures = self._backoff.failures(model)
+            raise RouteError(
+                503,
+                f"model '{model}' failed {failures} time{'s' if failures > 1 else ''} in a row and is not "
+                f"restarted for another {wait:.1f}s (GET /upstream/{model}/load starts it now); "
+                f"last error: {process.last_error}",
+                retry_after=math.ceil(wait),
+            )
 
     async def wait(self, ticket: Ticket) -> Lease:
         """Wait for an admitted ticket; a cancelled waiter leaves the queue (or hands back its grant)."""
@@ -148,6 +170,7 @@ class Router:
         changed and removed ones switch once their in-flight requests are done.
         """
         for model, process in fresh.items():
+            self._backoff.forget(model)
             if model in self.processes:
                 self._replacements[model] = process
             else:
@@ -158,11 +181,14 @@ class Router:
 
     def crashed(self, model: str) -> None:
         """Called by a process that died on its own while ready."""
+        self._backoff.failed(model, time.monotonic())
         self._apply(self._scheduler.exited(model))
 
     async def unload(self, models: Iterable[str]) -> None:
         """Stop ``models``; clients waiting for them get an error. Returns when all stopped."""
         models = list(models)
+        for model in models:
+            self._backoff.forget(model)
         self._apply(self._scheduler.unload(models, "model unloaded"))
         await self._settle(models)
 
@@ -267,8 +293,13 @@ class Router:
             error, status = f"unexpected error while starting '{target}': {exc}", 500
         finally:
             self._starts.pop(target, None)
+        now = time.monotonic()
+        if error is None:
+            self._backoff.ready(target, now)
+        elif outcome == "failed":
+            self._backoff.failed(target, now)
         if self._on_swap is not None:
-            self._on_swap(target, time.monotonic() - started, "ok" if error is None else outcome)
+            self._on_swap(target, now - started, "ok" if error is None else outcome)
         self._apply(self._scheduler.swap_done(target, error, status))
         self._refresh_ttl(target)  # a (re)start resets the idle clock
 

@@ -95,7 +95,7 @@ async def inflight(request: web.Request) -> web.Response:
 
 async def cancel_inflight(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
-    if not raw.isdigit() or not request.app[SERVICE].activity.cancel(int(raw)):
+    if not (raw.isascii() and raw.isdigit()) or not request.app[SERVICE].activity.cancel(int(raw)):
         raise HTTPError(404, f"no in-flight request with id {raw}")
     return json_response({"msg": "ok"})
 
@@ -109,8 +109,8 @@ def parse_activity_query(params: MultiMapping[str]) -> ActivityQuery:
     sort = params.get("sort", "id")
     if sort not in SORT_COLUMNS:
         raise HTTPError(400, f"invalid sort '{sort}': expected one of {', '.join(SORT_COLUMNS)}")
-    order = params.get("order", "desc").lower()
-    if order not in ("asc", "desc"):
+    order = params.get("order", "desc")
+    if order.lower() not in ("asc", "desc"):
         raise HTTPError(400, f"invalid order '{order}': expected asc or desc")
     return ActivityQuery(
         models=tuple(params.getall("model", [])),
@@ -121,7 +121,7 @@ def parse_activity_query(params: MultiMapping[str]) -> ActivityQuery:
         limit=_integer(params, "limit", 1, MAX_LIMIT) or 25,
         page=_integer(params, "page", 1) or 1,
         sort=sort,
-        descending=order == "desc",
+        descending=order.lower() == "desc",
     )
 
 
