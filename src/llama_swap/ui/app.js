@@ -1,0 +1,125 @@
+// Entry point: header (navigation, connection state, version, theme) and a hash router.
+// Routes: #/models, #/logs[/proxy|/upstream|/model/<id>], #/activity, #/playground.
+
+import * as activity from "./activity.js";
+import { get } from "./api.js";
+import * as logs from "./logs.js";
+import * as models from "./models.js";
+import * as playground from "./playground.js";
+import { store } from "./store.js";
+import { prefs } from "./util.js";
+
+const PAGES = { models, logs, activity, playground };
+const DEFAULT = "models";
+const TITLES = { models: "Models", logs: "Logs", activity: "Activity", playground: "Playground" };
+
+const view = document.getElementById("view");
+let unmount = null;
+let current = null;
+
+function parseRoute() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  const name = PAGES[parts[0]] ? parts[0] : null;
+  return { name, rest: parts.slice(1).map((p) => { try { return decodeURIComponent(p); } catch { return p; } }) };
+}
+
+function render() {
+  const { name, rest } = parseRoute();
+  if (!name) {
+    location.replace(`#/${DEFAULT}`);
+    return;
+  }
+  const key = `${name}/${rest.join("/")}`;
+  if (key === current) return;
+  current = key;
+  if (unmount) unmount();
+  unmount = null;
+  view.replaceChildren();
+  const page = PAGES[name];
+  view.className = page.fill ? "fill" : "";
+  for (const a of document.querySelectorAll(".nav a")) {
+    if (a.dataset.route === name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  document.title = `${TITLES[name]} · llama-swap`;
+  unmount = page.mount(view, rest) || null;
+}
+
+// A deep link such as /ui/logs (no hash) opens that page.
+(function pathToHash() {
+  const m = /\/ui\/([^.]+?)\/?$/.exec(location.pathname);
+  if (m && !location.hash && PAGES[m[1].split("/")[0]]) {
+    history.replaceState(null, "", `${document.baseURI}#/${m[1]}`);
+  }
+})();
+
+// ---------------------------------------------------------------- header
+
+const CONN_LABELS = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", disconnected: "Disconnected" };
+
+function showConnection(state) {
+  const el = document.getElementById("conn");
+  el.dataset.state = state;
+  el.querySelector(".conn-label").textContent = CONN_LABELS[state] || state;
+}
+
+function showInflightCount(map) {
+  const badge = document.getElementById("inflight-count");
+  badge.textContent = String(map.size);
+  badge.hidden = map.size === 0;
+}
+
+function showProfile(name) {
+  const el = document.getElementById("profile");
+  el.textContent = name ? `profile: ${name}` : "";
+  el.hidden = !name;
+}
+
+function showVersion(v) {
+  const el = document.getElementById("version");
+  if (!v || !v.version) return;
+  el.textContent = `v${String(v.version).replace(/^v/, "")}`;
+  const known = (x) => x && x !== "unknown";
+  const bits = [known(v.commit) && `commit ${v.commit}`, known(v.build_date) && `built ${v.build_date}`].filter(Boolean);
+  el.title = bits.join(" · ") || "llama-swap version";
+}
+
+const THEMES = ["system", "light", "dark"];
+const THEME_ICONS = {
+  system: '<svg viewBox="0 0 16 16" fill="none" stroke="currentColor" stroke-width="1.5"><circle cx="8" cy="8" r="6"/><path d="M8 2a6 6 0 0 0 0 12z" fill="currentColor"/></svg>',
+  light: '<svg viewBox="0 0 16 16" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linecap="round"><circle cx="8" cy="8" r="3"/><path d="M8 1v1.5M8 13.5V15M1 8h1.5M13.5 8H15M3 3l1 1M12 12l1 1M3 13l1-1M12 4l1-1"/></svg>',
+  dark: '<svg viewBox="0 0 16 16" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linejoin="round"><path d="M13.5 9.5A5.5 5.5 0 0 1 6.5 2.5a5.5 5.5 0 1 0 7 7z"/></svg>',
+};
+
+function applyTheme(theme) {
+  const btn = document.getElementById("theme-toggle");
+  if (theme === "system") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  btn.innerHTML = THEME_ICONS[theme]; // static markup from this file
+  btn.title = `Theme: ${theme} (click to change)`;
+}
+
+function setupTheme() {
+  let theme = prefs.get("theme") || "system";
+  if (!THEMES.includes(theme)) theme = "system";
+  applyTheme(theme);
+  document.getElementById("theme-toggle").addEventListener("click", () => {
+    theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+    prefs.set("theme", theme);
+    applyTheme(theme);
+  });
+}
+
+// ---------------------------------------------------------------- start
+
+setupTheme();
+store.on("connection", showConnection);
+store.on("inflight", showInflightCount);
+store.on("profile", showProfile);
+store.on("uiConfig", (c) => {
+  if (c && c.version && !document.getElementById("version").textContent) showVersion({ version: c.version });
+});
+store.connect();
+get("api/version").then(showVersion, () => {});
+window.addEventListener("hashchange", render);
+render();
