@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import ssl
@@ -49,7 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def parse_listen(listen: str) -> tuple[str | None, int]:
     """`:8080` → all interfaces; `127.0.0.1:8080`; `[::1]:8080`."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid -listen address '{listen}': expected host:port or :port")
     host = host.strip("[]")
     return (host or None), int(port)
@@ -88,6 +89,25 @@ def _warn(config: Config) -> None:
         log.warning("%s", warning)
 
 
+def exposure_warning(host: str | None, port: int, config: Config) -> str | None:
+    """The start-up warning for a service others can reach and use without a key."""
+    if config.api_keys or _is_loopback(host):
+        return None
+    return (f"listening on {host or 'all interfaces'}:{port}, beyond loopback, without apiKeys: "
+            "anyone who can reach it can use your models (set apiKeys to require a key)")
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not args.tls_cert_file:
         return None
@@ -118,9 +138,8 @@ async def serve(
         print(f"llama-swap: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     log.info("llama-swap %s listening on %s:%d with %d models", __version__, host or "*", port, len(config.models))
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s:%d, beyond loopback: anyone who can reach it can use your models",
-                    host or "all interfaces", port)
+    if (warning := exposure_warning(host, port, config)) is not None:
+        log.warning("%s", warning)
 
     async def reload() -> None:
         try:

@@ -26,6 +26,7 @@ import aiohttp
 from llama_swap.config import ModelConfig
 from llama_swap.proxy import Deadlines, deadlines
 from llama_swap.reaper import Reaper
+from llama_swap.redact import redact_argv
 
 log = logging.getLogger("llama_swap.process")
 upstream_log = logging.getLogger("llama_swap.upstream")
@@ -38,6 +39,8 @@ MAX_POLL = 0.04  # poll interval cap: a model is served within ~50 ms of being h
 POLL_TIMEOUT = 2.0  # each health GET gets its own short timeout
 ABORT_GRACE = 5.0  # graceful window when a failed or aborted start is torn down
 STOP_POLL = 0.05  # how often a stop checks whether the process group is gone
+HEALTH_FAILURES = 3  # failed checks in a row after which a ready upstream counts as hung
+MAX_CHECK_TIMEOUT = 5.0  # seconds a check of a ready upstream may take
 
 _PR_SET_PDEATHSIG = 1
 _STAT_RSS = 21  # index of `rss` (pages) among /proc/<pid>/stat fields after the command name
@@ -124,6 +127,7 @@ class ModelProcess:
         config: ModelConfig,
         *,
         health_check_timeout: int,
+        health_check_interval: float = 0,
         session: aiohttp.ClientSession,
         reaper: Reaper | None = None,
         on_state: Callable[[str, ProcessState], None] | None = None,
@@ -134,6 +138,7 @@ class ModelProcess:
         self.id = config.id  # a plain attribute: read on every request (pydantic's are slower)
         self._on_output = on_output  # e.g. the model's log history
         self.health_check_timeout = health_check_timeout
+        self.health_check_interval = health_check_interval  # while ready; 0 = not checked
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES)
         self.last_error: str | None = None
         self._session = session
@@ -143,7 +148,8 @@ class ModelProcess:
         self._state = ProcessState.STOPPED
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[bool] | None = None
+        self._monitor: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stop_requested = False
 
@@ -191,6 +197,8 @@ class ModelProcess:
             self.last_error = None
             self._set_state(ProcessState.READY)
             self._watcher = asyncio.create_task(self._watch_exit())
+            if self.health_check_interval > 0 and self.config.check_url is not None:
+                self._monitor = asyncio.create_task(self._monitor_health(self.health_check_interval))
             log.info("[%s] ready after %.3fs (pid %s)", self.id, time.monotonic() - started, self.pid)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -211,7 +219,7 @@ class ModelProcess:
         self.output.clear()
         self._stop_requested = False
         await self._check_port_free()
-        log.info("[%s] starting: %s", self.id, " ".join(argv))
+        log.info("[%s] starting: %s", self.id, " ".join(redact_argv(argv)))
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -316,20 +324,52 @@ class ModelProcess:
         message = f"upstream command exited with code {code} before becoming ready"
         return f"{message}; last output:\n{tail}" if tail else message
 
-    async def _watch_exit(self) -> None:
-        """Notice an upstream that dies on its own while ready."""
+    async def died(self, within: float) -> bool:
+        """Whether the ready upstream has died on its own (and was cleaned up), waiting up
+        to ``within`` seconds for its exit to be noticed — a request that lost its
+        connection asks this to tell a crash from a slow or faulty answer."""
+        watcher = self._watcher
+        if watcher is None:
+            return False
+        await asyncio.wait({watcher}, timeout=within)
+        return watcher.done() and not watcher.cancelled() and watcher.exception() is None and watcher.result()
+
+    async def _watch_exit(self) -> bool:
+        """Notice an upstream that dies on its own while ready; True if it did."""
         proc = self._proc
         assert proc is not None
         code = await proc.wait()
+        return await self._fail_while_ready(proc, f"upstream exited unexpectedly with code {code}", grace=0)
+
+    async def _monitor_health(self, interval: float) -> None:
+        """Keep checking a ready upstream: one that stops answering is stopped like a crash,
+        so the next request starts it afresh instead of hanging on it."""
+        proc = self._proc
+        assert proc is not None
+        failures = 0
+        while failures < HEALTH_FAILURES:
+            await asyncio.sleep(interval)
+            if await self._probe(min(MAX_CHECK_TIMEOUT, interval)):
+                failures = 0
+                continue
+            failures += 1
+            log.warning("[%s] health check failed (%d of %d in a row)", self.id, failures, HEALTH_FAILURES)
+        await self._fail_while_ready(
+            proc, f"upstream stopped answering its health check ({HEALTH_FAILURES} checks in a row failed)",
+            grace=self.config.unload_timeout,
+        )
+
+    async def _fail_while_ready(self, proc: asyncio.subprocess.Process, reason: str, *, grace: float) -> bool:
         async with self._lock:
             if self._stop_requested or self._proc is not proc:
-                return
-            log.warning("[%s] upstream exited unexpectedly with code %s", self.id, code)
-            self.last_error = f"upstream exited unexpectedly with code {code}"
-            await self._terminate(0)
+                return False
+            log.warning("[%s] %s; stopping it (the next request starts it again)", self.id, reason)
+            self.last_error = reason
+            await self._terminate(grace)
             self._set_state(ProcessState.STOPPED)
         if self._on_crash is not None:
             self._on_crash(self.id)
+        return True
 
     async def _terminate(self, grace: float) -> None:
         """Graceful stop of the whole group, then SIGKILL; always reaps."""
@@ -357,8 +397,9 @@ class ModelProcess:
         if self._reader is not None:
             await asyncio.wait({self._reader}, timeout=1.0)
             self._reader.cancel()
-        if self._watcher is not None and self._watcher is not asyncio.current_task():
-            self._watcher.cancel()
+        for task in (self._watcher, self._monitor):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         if self._reaper is not None:
             self._reaper.forget(pgid)
         self._proc = None

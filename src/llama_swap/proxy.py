@@ -39,12 +39,21 @@ _RESPONSE_DROP = frozenset(
 )
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
+# Lower-case header names not to send upstream for this request (set by access control:
+# the headers that carried llama-swap's API key, unless `forwardApiKeys`).
+STRIP_HEADERS = web.RequestKey("strip_headers", frozenset[str])
+
 
 CANCELLED = "request cancelled through the llama-swap API"  # POST /api/inflight/{id}/cancel
 
 
 class UpstreamUnavailable(Exception):
-    """The upstream failed before sending a response (connection refused or reset)."""
+    """The upstream failed before sending a response (connection refused or reset, or
+    ``timed_out``: it missed its connect or response-header deadline)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def make_session() -> aiohttp.ClientSession:
@@ -70,7 +79,8 @@ def _end_to_end(headers: CIMultiDictProxy[str], hop_by_hop: frozenset[str]) -> C
 
 
 def _request_headers(request: web.Request) -> CIMultiDict[str]:
-    headers = _end_to_end(request.headers, _REQUEST_DROP)
+    strip = request.get(STRIP_HEADERS)
+    headers = _end_to_end(request.headers, _REQUEST_DROP if strip is None else _REQUEST_DROP | strip)
     peer = request.remote
     if peer:
         previous = request.headers.get("X-Forwarded-For")
@@ -103,6 +113,15 @@ def deadlines(connect: int, response_header: int) -> Deadlines:
     return Deadlines(connect, response_header)
 
 
+def _stale_connection(exc: BaseException) -> bool:
+    """Most likely a pooled connection the upstream closed just as it was reused
+    (llama-server closes after every streamed answer), so sending again on a new one
+    works. A refused connection is not that: the upstream is down."""
+    return isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and not isinstance(
+        exc, aiohttp.ClientConnectorError
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_upstream(
     request: web.Request,
@@ -119,22 +138,28 @@ async def open_upstream(
     answering. Leaving the block closes the upstream call — which is how a client
     disconnect (it cancels the handler) stops the upstream's work.
     """
-    upstream_cm = session.request(
-        request.method,
-        url,
-        headers=_request_headers(request),
-        data=body if body else None,
-        allow_redirects=False,
-        compress=None,
-        timeout=deadlines.client_timeout,
-    )
-    try:
-        async with asyncio.timeout(deadlines.response_header or None):
-            upstream = await upstream_cm.__aenter__()
-    except TimeoutError as exc:
-        raise UpstreamUnavailable(f"upstream '{model}' did not answer in time: {exc or 'timed out'}") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(f"upstream '{model}' did not answer: {exc or type(exc).__name__}") from exc
+    for attempt in (1, 2):
+        upstream_cm = session.request(
+            request.method,
+            url,
+            headers=_request_headers(request),
+            data=body if body else None,
+            allow_redirects=False,
+            compress=None,
+            timeout=deadlines.client_timeout,
+        )
+        try:
+            async with asyncio.timeout(deadlines.response_header or None):
+                upstream = await upstream_cm.__aenter__()
+            break
+        except TimeoutError as exc:
+            raise UpstreamUnavailable(
+                f"upstream '{model}' did not answer in time: {exc or 'timed out'}", timed_out=True
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            if attempt == 1 and _stale_connection(exc):
+                continue
+            raise UpstreamUnavailable(f"upstream '{model}' did not answer: {exc or type(exc).__name__}") from exc
     try:
         yield upstream
     finally:

@@ -60,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--error-status", type=int, default=None, metavar="CODE",
                    help="inference (POST) endpoints answer this status")
     p.add_argument("--respond", default="hello", help="content text")
+    p.add_argument("--close-after-stream", action="store_true",
+                   help="close the connection after each stream, though keep-alive was not refused")
+    p.add_argument("--die-before-answer-once", default=None, metavar="MARKER",
+                   help="exit at the first inference POST without answering, unless MARKER exists; "
+                        "creates MARKER, so the restarted upstream answers")
     return p.parse_args(argv)
 
 
@@ -237,6 +242,9 @@ def build_app() -> Any:
             for ev in tail():
                 await resp.write(ev)
             await resp.write_eof()
+            if ARGS.close_after_stream and request.transport is not None:
+                # as llama-server does, a moment after the answer, while having said keep-alive
+                asyncio.get_running_loop().call_later(0.02, request.transport.close)
         except asyncio.CancelledError:
             record_cancel(request, "cancelled")
             raise
@@ -250,6 +258,10 @@ def build_app() -> Any:
     @web.middleware
     async def mw(request: web.Request, handler: Any) -> web.StreamResponse:
         log(f"{ARGS.name} {request.method} {request.path}")
+        if ARGS.die_before_answer_once and request.method == "POST" and not os.path.exists(ARGS.die_before_answer_once):
+            open(ARGS.die_before_answer_once, "w").close()
+            log(f"{ARGS.name} dying before answering", err=True)
+            _exit_now(4)
         STATS["requests"] += 1
         STATS["by_path"][request.path] = STATS["by_path"].get(request.path, 0) + 1
         if (
@@ -273,6 +285,11 @@ def build_app() -> Any:
         response.headers["X-Upstream-Pid"] = str(os.getpid())
 
     # ---------------------------------------------------------------- control
+
+    async def hang_health(request: web.Request) -> web.Response:
+        """From now on, /health never answers (an upstream that hung while ready)."""
+        ARGS.hang_health = True
+        return jresp({"hang_health": True})
 
     async def health(request: web.Request) -> web.StreamResponse:
         if ARGS.hang_health:
@@ -618,6 +635,7 @@ def build_app() -> Any:
     app.on_response_prepare.append(on_prepare)
     r = app.router
     r.add_get("/health", health)
+    r.add_post("/control/hang-health", hang_health)
     r.add_get("/v1/models", models)
     r.add_get("/models", models)
     r.add_route("*", "/echo", echo)

@@ -288,6 +288,7 @@ def test_ui_is_served_from_the_package(service: RunningService) -> None:
         page = service.http.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
     assert service.http.get("/ui/no-such-file.js").status_code == 404
-    assert service.http.get("/ui/..%2f..%2fpyproject.toml").status_code == 404
+    escape = service.http.get("/ui/..%2f..%2fpyproject.toml")
+    assert escape.status_code == 400 and "'..' segments" in escape.json()["error"]
     version = service.http.get("/api/version").json()
     assert set(version) == {"version", "commit", "build_date"}

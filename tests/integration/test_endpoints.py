@@ -547,20 +547,13 @@ def test_stream_dying_mid_way_raises_and_model_restarts(svc: RunningService, cli
     assert svc.pid_of("dier") != first_pid
 
 
-def test_killed_upstream_gives_restart_or_502_never_a_hang(svc: RunningService) -> None:
+def test_killed_upstream_is_restarted_and_the_request_answered(svc: RunningService) -> None:
     svc.http.get("/upstream/beta/load")
     pid = svc.pid_of("beta")
     os.kill(pid, signal.SIGKILL)  # the upstream the service started for this test's model
     body = {"model": "beta", "messages": USER_HI}
     response = svc.http.post("/v1/chat/completions", json=body, timeout=10)  # a hang fails here
-    if response.status_code == 502:
-        error = response.json()["error"]
-        assert isinstance(error, str) and "'beta'" in error
-    else:
-        assert response.status_code == 200
-        assert response.json()["choices"][0]["message"]["content"] == "hello from beta"
+    assert response.status_code == 200  # replayed on a fresh upstream if the crash was not yet noticed
+    assert response.json()["choices"][0]["message"]["content"] == "hello from beta"
     assert wait_until(lambda: crash_noticed(svc, "beta", pid), timeout=5)
-    follow_up = svc.http.post("/v1/chat/completions", json=body, timeout=10)
-    assert follow_up.status_code == 200
-    assert follow_up.json()["choices"][0]["message"]["content"] == "hello from beta"
     assert svc.pid_of("beta") != pid

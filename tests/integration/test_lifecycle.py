@@ -437,6 +437,43 @@ def test_client_disconnect_cancels_the_upstream_request(start_service) -> None:
     assert chat(service, "m").status_code == 200
 
 
+def inflight(service: RunningService) -> list[dict]:
+    return service.http.get("/api/inflight").json()["requests"]
+
+
+def test_client_leaving_while_its_model_loads_leaves_nothing_behind(start_service) -> None:
+    service = start_service(f"models:\n  m:\n    cmd: {fake_cmd(name='m', healthy_after=2)}\n")
+    with pytest.raises(httpx.ReadTimeout):
+        service.http.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES}, timeout=0.5)
+    assert wait_until(lambda: inflight(service) == [], timeout=5)  # the abandoned request is gone
+    assert chat(service, "m").status_code == 200  # and the model is not wedged
+    assert service.http.get("/api/metrics/activity").json()["data"][-1]["resp_status_code"] == 499
+
+
+def test_client_leaving_the_queue_cancels_its_swap(start_service) -> None:
+    service = start_service(
+        f"""
+        models:
+          busy:
+            cmd: {fake_cmd(name="busy", chunks=15, chunk_delay=0.1)}
+          other:
+            cmd: {fake_cmd(name="other")}
+        """
+    )
+    busy_pid = load(service, "busy")
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        body = {"model": "busy", "messages": MESSAGES, "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=body) as stream:
+            # a request for `other` must wait for the stream (a swap never cuts one off)...
+            with pytest.raises(httpx.ReadTimeout):
+                service.http.post("/v1/chat/completions", json={"model": "other", "messages": MESSAGES}, timeout=0.3)
+            assert wait_until(lambda: len(inflight(service)) == 1, timeout=5)  # ...and left the queue
+            assert "[DONE]" in "".join(stream.iter_text())
+    # nobody wants `other` any more: the stream's end swaps nothing
+    assert service.http.get("/running").json() == {"running": ["busy"]}
+    assert service.pid_of("busy") == busy_pid and "[other] starting" not in service.log()
+
+
 def test_crash_while_ready_is_noticed_and_the_next_request_restarts(start_service) -> None:
     service = start_service(
         f"""
@@ -454,3 +491,35 @@ def test_crash_while_ready_is_noticed_and_the_next_request_restarts(start_servic
     new = service.pid_of("m")
     assert new != old and reply.headers["x-upstream-pid"] == str(new)
     assert "[m] upstream exited unexpectedly" in service.log()
+
+
+def test_upstream_dying_before_answering_is_restarted_and_the_request_replayed(start_service, tmp_path) -> None:
+    marker = tmp_path / "died-once"
+    service = start_service(f"models:\n  m:\n    cmd: {fake_cmd(name='m', die_before_answer_once=marker)}\n")
+    old = load(service, "m")
+    reply = service.openai().chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content  # the client never saw the crash
+    assert marker.exists()  # the first upstream did die on this request
+    new = service.pid_of("m")
+    assert new != old and not is_alive(old)
+    assert "[m] upstream died before answering; restarting it to replay the request" in service.log()
+
+
+def test_hung_upstream_is_noticed_by_health_checks_and_restarted(start_service) -> None:
+    service = start_service(f"healthCheckInterval: 0.2\nmodels:\n  m:\n    cmd: {fake_cmd(name='m')}\n")
+    old = load(service, "m")
+    assert service.http.post("/upstream/m/control/hang-health").status_code == 200
+    assert wait_until(lambda: "m" not in service.health()["models"], timeout=15)
+    assert not is_alive(old)
+    assert "[m] upstream stopped answering its health check (3 checks in a row failed)" in service.log()
+    reply = chat(service, "m")
+    assert reply.status_code == 200 and reply.headers["x-upstream-pid"] != str(old)
+
+
+def test_ready_models_are_not_restarted_while_their_health_checks_pass(start_service) -> None:
+    service = start_service(f"healthCheckInterval: 0.1\nmodels:\n  m:\n    cmd: {fake_cmd(name='m')}\n")
+    pid = load(service, "m")
+    checks = lambda: service.log().count("m GET /health")  # noqa: E731 - the fake logs each check
+    started = checks()
+    assert wait_until(lambda: checks() >= started + 5, timeout=10)  # checked repeatedly while ready
+    assert service.pid_of("m") == pid and "health check failed" not in service.log()

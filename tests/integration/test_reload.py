@@ -169,6 +169,33 @@ def test_invalid_config_keeps_the_running_one(start_service) -> None:
     assert answer(service.chat("fixed")) == ("hello from m", pid)
 
 
+def test_invalid_config_mid_traffic_loses_no_request(start_service) -> None:
+    config = f"""
+        models:
+          fast:
+            cmd: {fake_cmd(name="fast")}
+          slow:
+            cmd: {fake_cmd(name="slow", chunks=20, chunk_delay=0.05)}
+        groups:
+          both: {{swap: false, members: [fast, slow]}}
+        """
+    service = start_service(config)
+
+    def stream() -> str:
+        response = service.http.post("/v1/chat/completions", json={"model": "slow", "messages": HI, "stream": True})
+        assert response.status_code == 200
+        return response.text
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        streams = [pool.submit(stream) for _ in range(2)]
+        plain = [pool.submit(lambda: answer(service.chat("fast"))) for _ in range(40)]
+        for broken in ("models: [", "models:\n  fast: {cmd: x, ttl: abc}\n"):
+            reload(service, broken, expect=FAILED)
+        assert all(future.result()[0] == "hello from fast" for future in plain)
+        assert all("[DONE]" in future.result() for future in streams)
+    assert RELOADED not in service.log()
+
+
 def test_live_settings_apply_without_a_restart(start_service) -> None:
     before = f"""
         models:

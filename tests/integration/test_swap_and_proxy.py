@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.fakes import fake_cmd, is_alive
-from tests.integration.conftest import RunningService
+from tests.integration.conftest import HI, RunningService
 
 TWO_MODELS = f"""
 healthCheckTimeout: 15
@@ -267,3 +267,14 @@ def test_static_asset_requests_do_not_load_a_model(two: RunningService) -> None:
     assert two.http.get("/running").json() == {"running": []}
     two.http.get("/upstream/alpha/load")
     assert two.http.get("/upstream/alpha/assets/app.js").status_code == 404  # now the upstream's own answer
+
+
+def test_upstream_closing_kept_alive_connections_after_streams_costs_no_request(start_service) -> None:
+    """llama-server closes its connection after every streamed answer although it offered
+    keep-alive; a request sent on such a pooled connection is sent again, not failed."""
+    service = start_service(f"models:\n  m:\n    cmd: {fake_cmd(name='m', chunks=2, close_after_stream=True)}\n")
+    statuses = [
+        service.http.post("/v1/chat/completions", json={"model": "m", "messages": HI, "stream": i % 2 == 0}).status_code
+        for i in range(60)
+    ]
+    assert statuses == [200] * 60

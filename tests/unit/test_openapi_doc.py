@@ -83,6 +83,8 @@ EXPECTED_OPERATIONS = (
         ("GET", "/api/version"),
         ("GET", "/ui"),
         ("GET", "/ui/{path}"),
+        ("GET", "/wol-health"),
+        ("GET", "/favicon.ico"),
     }
 )
 

@@ -29,6 +29,7 @@ from llama_swap.config.names import (
 )
 from llama_swap.config.routing import RoutingError, RoutingSpec, parse_routing
 from llama_swap.config.sections import (
+    ActivityConfig,
     HooksConfig,
     PeerConfig,
     PerformanceConfig,
@@ -38,8 +39,10 @@ from llama_swap.config.sections import (
     UIConfig,
     UpstreamConfig,
 )
+from llama_swap.redact import is_sensitive_header
 
 DEFAULT_UNLOAD_TIMEOUT = 10
+DEFAULT_MAX_BODY_MB = 1024  # images and audio are large; aiohttp's own 1 MiB would refuse them
 MIN_HEALTH_CHECK_TIMEOUT = 15
 
 LOG_LEVELS = frozenset({"debug", "info", "warn", "error"})
@@ -64,10 +67,24 @@ def _unlocated(path: KeyPath, message: str) -> str:
 ApiKey = Annotated[NonEmptyText, AfterValidator(_check_api_key)]
 
 
+def _hide_credential_headers(activity: ActivityConfig, locate: Locate) -> list[str]:
+    """Drop `Authorization`, `Cookie`, `x-api-key`... from the session-id headers: the
+    in-flight list (UI, /api/inflight) would show their values to anyone who can read it."""
+    notes = [
+        locate(("ui", "activity", "session_id", index), f"{name} holds credentials; it is never shown as a session id")
+        for index, name in enumerate(activity.session_id)
+        if is_sensitive_header(name)
+    ]
+    if notes:
+        activity.session_id = [name for name in activity.session_id if not is_sensitive_header(name)]
+    return notes
+
+
 class Config(Section):
     """The whole config. Routing keys (`routing`, `groups`, `matrix`) stay plain mappings."""
 
     health_check_timeout: int = 120
+    health_check_interval: float = Field(default=10, ge=0)  # ready models are re-checked; 0 = never
     log_level: str = "info"
     log_time_format: str = ""
     log_to_stdout: Literal["proxy", "upstream", "both", "none"] = "proxy"
@@ -81,6 +98,8 @@ class Config(Section):
     unload_timeout: int = Field(default=DEFAULT_UNLOAD_TIMEOUT, ge=0)
     macros: RawMap = Field(default_factory=dict)
     api_keys: list[ApiKey] = Field(default_factory=list)
+    forward_api_keys: bool = False
+    max_body_mb: int = Field(default=DEFAULT_MAX_BODY_MB, ge=1, alias="maxBodyMB")
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     store: StoreConfig | None = None
     ui: UIConfig = Field(default_factory=UIConfig)
@@ -159,6 +178,9 @@ class Config(Section):
         self._preload, skipped = resolve_preload(names, self.hooks.on_startup.preload)
         locate: Locate = context.get("locate", _unlocated)
         self._warnings = [locate(note.path, note.message) for note in skipped]
+        if self.forward_api_keys and not self.api_keys:
+            self._warnings.append(locate(("forwardApiKeys",), "has no effect without apiKeys"))
+        self._warnings += _hide_credential_headers(self.ui.activity, locate)
         return self
 
     @property

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from llama_swap.config import Config
+from llama_swap.redact import mask_secrets, use_secrets
 
 if TYPE_CHECKING:
     from llama_swap.observe.logbuffer import LogHub
@@ -54,6 +55,7 @@ class GoStyleFormatter(logging.Formatter):
         text = f"[{_LEVEL_NAMES.get(record.levelno, record.levelname)}] {record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
+        text = mask_secrets(text)  # no configured API key ever reaches a log line
         if self.render_time is None:
             return text
         return f"{self.render_time(datetime.fromtimestamp(record.created).astimezone())} {text}"
@@ -113,6 +115,7 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(config: Config) -> None:
     """Install (or, on reload, replace) the stdout handler for ``config``."""
+    use_secrets(config.api_keys)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StdoutHandler)]:
         root.removeHandler(old)

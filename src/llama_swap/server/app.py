@@ -10,8 +10,10 @@ from aiohttp import web
 
 from llama_swap import __version__
 from llama_swap.config import Config
+from llama_swap.redact import use_secrets
 from llama_swap.server import logs_api, manage
 from llama_swap.server.api import add_api_routes
+from llama_swap.server.auth import check_key, is_open, quiet_bad_requests, target_problem
 from llama_swap.server.docs import add_docs_routes
 from llama_swap.server.errors import HTTPError, error_response
 from llama_swap.server.inference import SERVICE, handle_model_request
@@ -20,7 +22,7 @@ from llama_swap.server.ui import add_ui_routes
 
 log = logging.getLogger("llama_swap.server")
 
-MAX_BODY = 1 << 30  # images and audio are large; the default 1 MiB would refuse them
+MIB = 1 << 20  # `maxBodyMB` is in MiB (default 1024: images and audio are large)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,8 +54,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(exc.status, exc.message, exc.headers)
     except web.HTTPRedirection:
         raise
+    except web.HTTPRequestEntityTooLarge:  # a body without Content-Length outgrew the limit while read
+        return too_large(request, None)
     except web.HTTPException as exc:
-        return error_response(exc.status, exc.reason if exc.status != 413 else f"request body too large: {exc.text}")
+        return error_response(exc.status, exc.reason)
     except (ConnectionResetError, ConnectionError):
         raise  # the client went away; nothing to answer
     except Exception as exc:
@@ -61,9 +65,41 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Access control for every request (server/auth.py), then the request's own checks:
+    a proxiable target (400) and the body size limit (413, before reading when the size
+    is announced). The settings are read per request, so a reload applies at once."""
+    config = request.app[SERVICE].config
+    if config.api_keys and not is_open(request):
+        refused = check_key(request, config.api_keys, forward=config.forward_api_keys)
+        if refused is not None:
+            return refused
+    problem = target_problem(request.raw_path)
+    if problem is not None:
+        return error_response(400, f"invalid request target: {problem}")
+    limit = config.max_body_mb * MIB
+    if request.client_max_size != limit:
+        request._client_max_size = limit  # aiohttp's own check while reading; no public setter
+    if request.content_length is not None and request.content_length > limit:
+        return too_large(request, request.content_length)
+    return await handler(request)
+
+
+def too_large(request: web.Request, size: int | None) -> web.Response:
+    """413 naming the limit and the key that sets it."""
+    limit_mb = request.client_max_size // MIB
+    what = f"{size} bytes exceeds" if size is not None else "it exceeds"
+    return error_response(413, f"request body too large: {what} the {limit_mb} MiB limit (maxBodyMB)")
+
+
 def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     """The service as an aiohttp app; the `Service` lives from start-up to cleanup."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY, handler_args={})
+    app = web.Application(
+        middlewares=[errors_as_json, guard], client_max_size=config.max_body_mb * MIB, handler_args={}
+    )
+    use_secrets(config.api_keys)
+    quiet_bad_requests()
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         service = Service(config, use_reaper=use_reaper)
@@ -80,6 +116,7 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     app.on_shutdown.append(end_log_streams)
     add_ui_routes(app)
     app.router.add_get("/health", manage.health)
+    app.router.add_get("/wol-health", manage.health)  # the Go version's probe for its wake-on-LAN proxy
     app.router.add_get("/running", manage.running)
     app.router.add_get("/v1/models", manage.list_models)
     app.router.add_get("/models", manage.list_models)

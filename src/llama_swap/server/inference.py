@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 
@@ -29,6 +30,9 @@ INFERENCE_PATHS = frozenset(
 )
 
 SERVICE = web.AppKey("service", Service)
+CRASH_NOTICE_SECONDS = 1.0  # how long a failed connection waits to learn whether the upstream died
+
+log = logging.getLogger("llama_swap.server")
 
 
 async def handle_model_request(request: web.Request) -> web.StreamResponse:
@@ -72,21 +76,27 @@ async def serve(
                 request, service, model, path_qs, body, requested=requested, tap=tracked
             )
             return response
-        lease = await service.router.acquire(model, counted=counted)
-        try:
-            process = lease.process
-            response = await forward(
-                request, service.session, process.base_url + path_qs, body,
-                model=model, tap=tracked, deadlines=process.deadlines,
-            )
-            status = response.status
-            return response
-        except UpstreamUnavailable as exc:
-            status = 502
-            tracked.error = str(exc)
-            raise HTTPError(502, str(exc)) from exc
-        finally:
-            service.router.release(lease)
+        for attempt in (1, 2):
+            lease = await service.router.acquire(model, counted=counted)
+            try:
+                process = lease.process
+                response = await forward(
+                    request, service.session, process.base_url + path_qs, body,
+                    model=model, tap=tracked, deadlines=process.deadlines,
+                )
+                status = response.status
+                return response
+            except UpstreamUnavailable as exc:
+                if attempt == 1 and not exc.timed_out and await process.died(within=CRASH_NOTICE_SECONDS):
+                    log.warning("[%s] upstream died before answering; restarting it to replay the request", model)
+                    continue  # nothing reached the client yet: it never sees the crash
+                status = 502
+                tracked.error = str(exc)
+                log.warning("[%s] 502 for %s %s: %s", model, request.method, path, exc)
+                raise HTTPError(502, str(exc)) from exc
+            finally:
+                service.router.release(lease)
+        raise AssertionError("unreachable: the second attempt returns or raises")
     except RouteError as exc:  # refused or failed before any answer began
         status = exc.status
         tracked.error = exc.message

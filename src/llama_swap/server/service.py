@@ -75,6 +75,7 @@ class Service:
             if process is not None and process.config.fingerprint() == model.fingerprint():
                 process.config = model
                 process.health_check_timeout = new.health_check_timeout
+                process.health_check_interval = new.health_check_interval
                 continue
             fresh[model_id] = self._process(model)
             if process is not None:
@@ -155,6 +156,7 @@ class Service:
         return ModelProcess(
             model,
             health_check_timeout=self.config.health_check_timeout,
+            health_check_interval=self.config.health_check_interval,
             session=self.session,
             reaper=self.reaper,
             on_state=self._state_changed,

@@ -25,7 +25,12 @@ async def ui_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=_NO_CACHE)
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(UI_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"})
+
+
 def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/", to_ui)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/ui", to_ui)
     app.router.add_get("/ui/{path:.*}", ui_file)
