@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -73,9 +74,11 @@ def make_session() -> aiohttp.ClientSession:
 def _end_to_end(headers: CIMultiDictProxy[str], hop_by_hop: frozenset[str]) -> CIMultiDict[str]:
     """``headers`` without ``hop_by_hop`` ones, nor those the sender named in `Connection`
     (which are per-hop too, RFC 9110 §7.6.1)."""
-    named = (token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(","))
-    drop = hop_by_hop.union(name for name in named if name)
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
+    drop = hop_by_hop
+    if "Connection" in headers:
+        named = {token.strip().lower() for value in headers.getall("Connection") for token in value.split(",")}
+        drop = hop_by_hop.union(named)
+    return CIMultiDict([(name, value) for name, value in headers.items() if name.lower() not in drop])
 
 
 def _request_headers(request: web.Request) -> CIMultiDict[str]:
@@ -138,10 +141,11 @@ async def open_upstream(
     answering. Leaving the block closes the upstream call — which is how a client
     disconnect (it cancels the handler) stops the upstream's work.
     """
+    target = URL(url, encoded=True)  # the client's path as it sent it: not re-quoted (nor re-parsed)
     for attempt in (1, 2):
         upstream_cm = session.request(
             request.method,
-            url,
+            target,
             headers=_request_headers(request),
             data=body if body else None,
             allow_redirects=False,
@@ -149,7 +153,10 @@ async def open_upstream(
             timeout=deadlines.client_timeout,
         )
         try:
-            async with asyncio.timeout(deadlines.response_header or None):
+            if deadlines.response_header:
+                async with asyncio.timeout(deadlines.response_header):
+                    upstream = await upstream_cm.__aenter__()
+            else:  # no deadline: spare every request a timeout context
                 upstream = await upstream_cm.__aenter__()
             break
         except TimeoutError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple
 
-FLUSH_DELAY = 0.2  # seconds rows wait before they are written together
+FLUSH_DELAY = 1.0  # seconds rows wait before they are written together (queries flush first)
 FLUSH_ROWS = 500  # or this many, whichever comes first
 
 
@@ -120,8 +120,9 @@ class ActivityStore:
             for name, kind in typing.get_type_hints(ActivityRow).items()
         )
         self._db.execute(f"CREATE TABLE IF NOT EXISTS activity ({columns})")
-        self._db.execute("CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS activity_time ON activity (timestamp)")
+        if path:  # a file grows without bound; a thousand rows in memory are scanned faster than indexed
+            self._db.execute("CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS activity_time ON activity (timestamp)")
         (last,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM activity").fetchone()
         self.last_id: int = last
         self._pending: list[ActivityRow] = []

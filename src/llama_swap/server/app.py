@@ -44,12 +44,15 @@ def _preflight(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error the service itself produces is JSON; a bug answers 500, never crashes."""
+async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one middleware (each layer costs every request): CORS preflights, `admission`,
+    then the handler — and every error the service itself produces is JSON; a bug answers
+    500, never crashes."""
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return _preflight(request)
     try:
-        return await handler(request)
+        refused = admission(request)
+        return refused if refused is not None else await handler(request)
     except HTTPError as exc:
         return error_response(exc.status, exc.message, exc.headers)
     except web.HTTPRedirection:
@@ -65,11 +68,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Access control for every request (server/auth.py), then the request's own checks:
-    a proxiable target (400) and the body size limit (413, before reading when the size
-    is announced). The settings are read per request, so a reload applies at once."""
+def admission(request: web.Request) -> web.Response | None:
+    """Access control (server/auth.py), then the request's own checks: a proxiable target
+    (400) and the body size limit (413, before reading when the size is announced). None
+    lets it through. The settings are read per request, so a reload applies at once."""
     config = request.app[SERVICE].config
     if config.api_keys and not is_open(request):
         refused = check_key(request, config.api_keys, forward=config.forward_api_keys)
@@ -83,7 +85,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         request._client_max_size = limit  # aiohttp's own check while reading; no public setter
     if request.content_length is not None and request.content_length > limit:
         return too_large(request, request.content_length)
-    return await handler(request)
+    return None
 
 
 def too_large(request: web.Request, size: int | None) -> web.Response:
@@ -95,8 +97,11 @@ def too_large(request: web.Request, size: int | None) -> web.Response:
 
 def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     """The service as an aiohttp app; the `Service` lives from start-up to cleanup."""
+    # auto_decompress=False: a request body is forwarded as sent (a `Content-Encoding: gzip`
+    # body stays gzip, with its header), never decoded here — decoding forwarded plain bytes
+    # under the gzip header, and a body that failed to decode was an internal 500.
     app = web.Application(
-        middlewares=[errors_as_json, guard], client_max_size=config.max_body_mb * MIB, handler_args={}
+        middlewares=[front], client_max_size=config.max_body_mb * MIB, handler_args={"auto_decompress": False}
     )
     use_secrets(config.api_keys)
     quiet_bad_requests()
