@@ -61,8 +61,10 @@ async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         return too_large(request, None)
     except web.HTTPException as exc:
         return error_response(exc.status, exc.reason)
-    except (ConnectionResetError, ConnectionError):
-        raise  # the client went away; nothing to answer
+    except ConnectionError:
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=499)  # the client went away: aiohttp drops this without a word
+        raise
     except Exception as exc:
         log.exception("unhandled error for %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
