@@ -45,6 +45,9 @@ _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 STRIP_HEADERS = web.RequestKey("strip_headers", frozenset[str])
 
 
+WHOLE_BODY = 64 * 1024  # answers up to this size, with a Content-Length, are sent in one write
+_BODILESS = frozenset({204, 304})  # their headers must pass as they are
+
 CANCELLED = "request cancelled through the llama-swap API"  # POST /api/inflight/{id}/cancel
 
 
@@ -193,14 +196,35 @@ async def forward(
     tap: Tap,
     deadlines: Deadlines = Deadlines(),
 ) -> web.StreamResponse:
-    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers."""
+    """Proxy ``request`` to ``url`` and stream the answer back with its status and headers.
+
+    A small answer of known length (most non-streamed JSON) is read whole and sent with its
+    headers in one write; anything else is relayed chunk by chunk as it arrives.
+    """
     async with open_upstream(request, session, url, body, model=model, deadlines=deadlines) as upstream:
+        length = upstream.content_length
+        if (
+            length is not None and length <= WHOLE_BODY and request.method != "HEAD"
+            and upstream.status not in _BODILESS and upstream.content_type != "text/event-stream"
+        ):
+            return await _whole(upstream, model=model, tap=tap)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
+        if length is not None:
+            response.content_length = length
         await response.prepare(request)
         await relay(upstream, response, request, model=model, tap=tap)
         return response
+
+
+async def _whole(upstream: aiohttp.ClientResponse, *, model: str, tap: Tap) -> web.Response:
+    tap.respond(upstream.status, upstream.headers)
+    try:
+        body = await upstream.read()
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        # nothing was sent yet: the client gets a clean error instead of a cut-off body
+        raise UpstreamUnavailable(f"upstream '{model}' stopped in the middle of the response: {exc}") from exc
+    tap.chunk(body)
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream), body=body)
 
 
 async def relay(
