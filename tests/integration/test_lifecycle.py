@@ -523,3 +523,27 @@ def test_ready_models_are_not_restarted_while_their_health_checks_pass(start_ser
     started = checks()
     assert wait_until(lambda: checks() >= started + 5, timeout=10)  # checked repeatedly while ready
     assert service.pid_of("m") == pid and "health check failed" not in service.log()
+
+
+def test_isolated_crashes_between_healthy_swaps_never_trigger_the_back_off(start_service) -> None:
+    """A model that crashes now and then but serves fine in between (and is swapped out
+    cleanly) is always restarted at once; only failures in a row are held back."""
+    service = start_service(f"models:\n  a:\n    cmd: {fake_cmd(name='a')}\n  b:\n    cmd: {fake_cmd(name='b')}\n")
+    for _ in range(3):
+        os.kill(load(service, "a"), signal.SIGKILL)
+        assert wait_until(lambda: "a" not in service.health()["models"], timeout=5)
+        assert chat(service, "a").status_code == 200  # restarted at once
+        assert chat(service, "b").status_code == 200  # swaps `a` out cleanly
+    assert "not restarted for another" not in service.log()
+
+
+def test_a_model_started_during_its_back_off_serves_new_requests(start_service) -> None:
+    service = start_service(f"models:\n  a:\n    cmd: {fake_cmd(name='a')}\n  b:\n    cmd: {fake_cmd(name='b')}\n")
+    for _ in range(3):  # crashes in a row, never having served: a crash loop
+        os.kill(load(service, "a"), signal.SIGKILL)
+        assert wait_until(lambda: "a" not in service.health()["models"], timeout=5)
+    assert "not restarted for another" in chat(service, "a").json()["error"]
+    load(service, "a")  # an explicit load is not held back...
+    assert chat(service, "a").status_code == 200  # ...and once it runs, requests are served
+    assert chat(service, "b").status_code == 200
+    assert chat(service, "a").status_code == 200  # swapped out cleanly: its failures are forgotten

@@ -56,3 +56,14 @@ def test_forget_clears_the_model() -> None:
     backoff.failed("m", 0.0)
     backoff.forget("m")
     assert (backoff.failures("m"), backoff.wait("m", 0.0)) == (0, 0.0)
+
+
+def test_a_successful_start_ends_the_wait_but_keeps_the_count() -> None:
+    backoff = Backoff(base=1.0, stable=30.0)
+    for now in (0.0, 0.1, 0.2):
+        backoff.failed("m", now)
+    assert backoff.wait("m", 0.3) > 0
+    backoff.ready("m", 0.5)  # e.g. started by an explicit load, or a queued request
+    assert backoff.wait("m", 0.6) == 0.0
+    backoff.failed("m", 1.0)  # and crashed again soon: still a crash loop
+    assert (backoff.failures("m"), backoff.wait("m", 1.0)) == (4, 4.0)

@@ -2,9 +2,11 @@
 
 Pure bookkeeping: the caller passes the time. A model that fails once (to start, or by
 crashing while ready) is retried by the next request, as in the Go version; if it fails
-again it may not be started by a request for 1 s, then 2 s, 4 s, ... up to `cap`. A model
-that stayed up for `stable` seconds before failing starts the count afresh. Explicit loads
-and a reloaded config are not subject to it.
+again before it ever worked for a while it may not be started by a request for 1 s, then
+2 s, 4 s, ... up to `cap`. Worked for a while means: stayed up `stable` seconds, or was
+stopped on purpose while ready (swapped out, unloaded, idle) — the caller then `forget`s
+it. A start that succeeds ends the wait at once. Explicit loads and a reloaded config are
+not subject to it.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ class Backoff:
             record.retry_at = now + min(self.cap, self.base * 2 ** (record.failures - 2))
 
     def ready(self, model: str, now: float) -> None:
-        """The model started; its failures are forgotten once it has stayed up a while."""
+        """The model started: requests may restart it at once if it fails again, but its
+        failures still count until it has stayed up a while."""
         record = self._records.get(model)
         if record is not None:
             record.ready_at = now
+            record.retry_at = 0.0
 
     def forget(self, model: str) -> None:
         """A fresh start for the model (config changed, or it was unloaded on purpose)."""

@@ -276,7 +276,7 @@ class Router:
         try:
             if evict:
                 log.info("swapping: stopping %s to start %s", ", ".join(sorted(evict)), target)
-                await asyncio.gather(*(self.processes[m].stop() for m in evict))
+                await asyncio.gather(*(self._stop_process(m) for m in evict))
             await process.start()
         except StartError as exc:
             error = str(exc)
@@ -303,9 +303,17 @@ class Router:
         self._apply(self._scheduler.swap_done(target, error, status))
         self._refresh_ttl(target)  # a (re)start resets the idle clock
 
+    async def _stop_process(self, model: str) -> None:
+        """Stop a model on purpose; one that was serving fine has its failures forgotten."""
+        process = self.processes[model]
+        was_ready = process.state is ProcessState.READY
+        await process.stop()
+        if was_ready:
+            self._backoff.forget(model)
+
     async def _stop(self, model: str) -> None:
         try:
-            await self.processes[model].stop()
+            await self._stop_process(model)
         finally:
             self._stops.pop(model, None)
             self._apply(self._scheduler.stopped(model))
