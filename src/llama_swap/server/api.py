@@ -116,13 +116,22 @@ def parse_activity_query(params: MultiMapping[str]) -> ActivityQuery:
         models=tuple(params.getall("model", [])),
         start=_time(params, "start"),
         end=_time(params, "end"),
-        min_id=_integer(params, "min_id", 0),
-        max_id=_integer(params, "max_id", 0),
+        min_id=_capped(_integer(params, "min_id", 0), _SQLITE_MAX),
+        max_id=_capped(_integer(params, "max_id", 0), _SQLITE_MAX),
         limit=_integer(params, "limit", 1, MAX_LIMIT) or 25,
-        page=_integer(params, "page", 1) or 1,
+        page=min(_integer(params, "page", 1) or 1, _SQLITE_MAX // MAX_LIMIT),
         sort=sort,
         descending=order.lower() == "desc",
     )
+
+
+# SQLite's largest integer. A larger id, or a page whose row offset is larger, fails to bind
+# (OverflowError, a 500); capped, they select what they mean: nothing, or everything.
+_SQLITE_MAX = 2**63 - 1
+
+
+def _capped(value: int | None, high: int) -> int | None:
+    return value if value is None else min(value, high)
 
 
 def _integer(params: MultiMapping[str], name: str, low: int, high: int | None = None) -> int | None:

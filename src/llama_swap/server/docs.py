@@ -23,6 +23,8 @@ from aiohttp import web
 from ruamel.yaml import YAML
 from swagger_ui_bundle import swagger_ui_path
 
+from llama_swap.server.ui import package_file
+
 __all__ = [
     "DOCS_ROUTE_NAMES",
     "add_docs_routes",
@@ -169,4 +171,11 @@ def add_docs_routes(app: web.Application, version: str) -> None:
     app.router.add_get("/openapi.json", openapi_json, name="openapi_json")
     app.router.add_get("/swagger", swagger_redirect, name="swagger")
     app.router.add_get("/swagger/", swagger_page, name="swagger_page")
-    app.router.add_static(_ASSETS_PREFIX, _assets_dir(), name="swagger_assets")
+    assets = _assets_dir().resolve()
+
+    async def swagger_asset(request: web.Request) -> web.StreamResponse:
+        # Not `add_static`: it answers a missing file with an empty 404, and a name too long
+        # for the file system with a 500.
+        return web.FileResponse(package_file(assets, request.match_info["name"], "Swagger UI asset"))
+
+    app.router.add_get(_ASSETS_PREFIX + "/{name:.+}", swagger_asset, name="swagger_assets")

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from llama_swap.config import ModelConfig
+from llama_swap.server.errors import HTTPError
 
 PROTECTED_PARAM = "model"  # routing depends on it: no strip/set filter may touch it
 
@@ -116,7 +117,12 @@ def _rewrite_json(plan: _Plan, requested: str, body: bytes) -> bytes:
         changed |= _delete(document, path)
     for path, value in chain(plan.assign, plan.assign_by_id.get(requested, ())):
         changed |= _assign(document, path, orjson.loads(value))
-    return orjson.dumps(document) if changed else body
+    if not changed:
+        return body
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError as exc:  # parsed (orjson reads 1024 levels) but deeper than it writes (254)
+        raise HTTPError(400, f"request body is nested too deeply for this model's filters: {exc}") from None
 
 
 def _delete(document: dict[str, Any], path: Path) -> bool:

@@ -19,10 +19,20 @@ async def ui_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["path"]
     if "." not in name.rsplit("/", 1)[-1]:
         name = "index.html"
-    path = (UI_DIR / name).resolve()
-    if not path.is_relative_to(UI_DIR) or not path.is_file():
-        raise web.HTTPNotFound(reason=f"no UI file {name}")
-    return web.FileResponse(path, headers=_NO_CACHE)
+    return web.FileResponse(package_file(UI_DIR, name, "UI file"), headers=_NO_CACHE)
+
+
+def package_file(directory: Path, name: str, what: str) -> Path:
+    """The file ``name`` under ``directory`` (resolved), or a 404 (a JSON error, unlike the
+    empty one of aiohttp's static routes) — also for names the file system refuses."""
+    path = (directory / name).resolve()
+    try:
+        found = path.is_relative_to(directory) and path.is_file()
+    except OSError:  # e.g. a name longer than the file system allows (a 500 otherwise)
+        found = False
+    if not found:
+        raise web.HTTPNotFound(reason=f"no {what} {name}")
+    return path
 
 
 async def favicon(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,1 @@
+"""Fuzzing: hypothesis properties (in-process and against the real service) and schemathesis."""
