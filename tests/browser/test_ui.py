@@ -283,3 +283,22 @@ def test_log_pane_cap_and_sse_parser(start_service: StartService, page: Page) ->
         {"event": "error", "data": "x\ny"},
         {"event": "message", "data": "[DONE]"},
     ]
+
+
+def test_theme_follows_the_system_until_chosen(start_service: StartService, page: Page) -> None:
+    service = start_service(CONFIG)
+    html = page.locator("html")
+    page.emulate_media(color_scheme="dark")
+    page.goto(service.url + "/ui/", wait_until="domcontentloaded")
+    expect(html).to_have_attribute("data-theme", "dark")  # "system", and the system is dark
+    page.emulate_media(color_scheme="light")
+    expect(html).to_have_attribute("data-theme", "light")  # followed live
+    toggle = page.locator("#theme-toggle")
+    toggle.click()  # system → light
+    expect(html).to_have_attribute("data-theme", "light")
+    toggle.click()  # light → dark, whatever the system says
+    expect(html).to_have_attribute("data-theme", "dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(14, 17, 22)"  # the dark palette's --bg
+    page.reload(wait_until="domcontentloaded")
+    expect(html).to_have_attribute("data-theme", "dark")  # the choice is kept

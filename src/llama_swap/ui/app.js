@@ -91,10 +91,14 @@ const THEME_ICONS = {
   dark: '<svg viewBox="0 0 16 16" fill="none" stroke="currentColor" stroke-width="1.5" stroke-linejoin="round"><path d="M13.5 9.5A5.5 5.5 0 0 1 6.5 2.5a5.5 5.5 0 1 0 7 7z"/></svg>',
 };
 
+const SYSTEM_DARK = matchMedia("(prefers-color-scheme: dark)");
+
+// The page's `data-theme` is always "light" or "dark" (the CSS has one set of colours for
+// each); "system" follows the system's setting, also when it changes.
 function applyTheme(theme) {
   const btn = document.getElementById("theme-toggle");
-  if (theme === "system") delete document.documentElement.dataset.theme;
-  else document.documentElement.dataset.theme = theme;
+  const dark = theme === "dark" || (theme === "system" && SYSTEM_DARK.matches);
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
   btn.innerHTML = THEME_ICONS[theme]; // static markup from this file
   btn.title = `Theme: ${theme} (click to change)`;
 }
@@ -103,6 +107,7 @@ function setupTheme() {
   let theme = prefs.get("theme") || "system";
   if (!THEMES.includes(theme)) theme = "system";
   applyTheme(theme);
+  SYSTEM_DARK.addEventListener("change", () => applyTheme(theme));
   document.getElementById("theme-toggle").addEventListener("click", () => {
     theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
     prefs.set("theme", theme);
