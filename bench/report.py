@@ -159,6 +159,29 @@ def rows(r: dict[str, Any]) -> list[Row]:
         )
         out.append(
             (
+                f"ASGI floor (uvicorn raw ASGI proxy): req/s / p50 µs, {conns} conn{'s' if conns > 1 else ''}",
+                "",
+                f"{fmt(get(r, f'{base}.asgi_floor.rps'))} / {fmt(get(r, f'{base}.asgi_floor.p50_us'))}",
+                fmt(get(r, f"{base}.asgi_floor_added_p50_us"), sign=True),
+                "",
+                "",
+                "",
+            )
+        )
+        out.append(
+            (
+                f"CPU µs per request: floor / ASGI floor, {conns} conn{'s' if conns > 1 else ''}",
+                "",
+                f"{fmt(get(r, f'{base}.floor_cpu_us_per_request'))} / "
+                f"{fmt(get(r, f'{base}.asgi_floor_cpu_us_per_request'))}",
+                _ratio(get(r, f"{base}.asgi_floor_vs_floor_cpu")),
+                "",
+                "",
+                "",
+            )
+        )
+        out.append(
+            (
                 f"service CPU s per 10k requests, {conns} conn{'s' if conns > 1 else ''}",
                 "",
                 fmt(get(r, f"{base}.service_cpu_s_per_10k_requests"), 2),

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -34,6 +35,8 @@ PARTS = ("throughput", "stream", "scale", "swap")
 RESULTS = procs.REPO / "bench" / "results"
 SCALE_MODELS = 4
 BARE_PROXY = procs.REPO / "bench" / "bare_proxy.py"
+ASGI_FLOOR = procs.REPO / "bench" / "asgi_floor.py"
+ASGI_MODULES = ("uvicorn", "httptools", "uvloop")  # the ASGI floor's stack: `pip install -e '.[bench]'`
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,19 @@ def run_fake_parts(
         time.sleep(1.0)
         memory["idle_rss_mb"] = round(rss_mb(svc.proc), 1)
         floor = stack.enter_context(start_floor(ports[0], service_cpus, workdir)) if "throughput" in parts else None
+        asgi = None
+        if "throughput" in parts:
+            missing = [name for name in ASGI_MODULES if importlib.util.find_spec(name) is None]
+            if missing:
+                print(
+                    f"bench: no ASGI floor ({', '.join(missing)} missing: pip install -e '.[bench]')", file=sys.stderr
+                )
+            else:
+                asgi = stack.enter_context(start_floor(ports[0], service_cpus, workdir, script=ASGI_FLOOR))
         if "throughput" in parts:
             _part(results, "throughput", lambda: throughput.measure(
-                wrk, svc, "bench", seconds=plan.wrk_seconds, reps=plan.wrk_reps, cpus=other_cpus, floor=floor))  # fmt: skip
+                wrk, svc, "bench", seconds=plan.wrk_seconds, reps=plan.wrk_reps, cpus=other_cpus, floor=floor,
+                asgi_floor=asgi))  # fmt: skip
         if "stream" in parts:
             _part(results, "stream", lambda: run_async(stream.measure(
                 f"http://127.0.0.1:{svc.models['bench'].port}/v1/chat/completions",
@@ -121,13 +134,16 @@ def run_fake_parts(
 
 
 @contextlib.contextmanager
-def start_floor(upstream_port: int, cpus: set[int] | None, workdir: Path) -> Iterator[tuple[str, psutil.Process]]:
-    """bench/bare_proxy.py in front of the bench upstream, pinned like the service: (url, process)."""
+def start_floor(
+    upstream_port: int, cpus: set[int] | None, workdir: Path, script: Path = BARE_PROXY
+) -> Iterator[tuple[str, psutil.Process]]:
+    """A floor (bench/bare_proxy.py or bench/asgi_floor.py) in front of the bench upstream, pinned like the
+    service: (url, process)."""
     port = procs.free_port()
     proc = procs.spawn(
-        [procs.PYTHON, str(BARE_PROXY), "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream_port}"],
+        [procs.PYTHON, str(script), "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream_port}"],
         cpus=cpus,
-        log=workdir / "bare-proxy.log",
+        log=workdir / f"{script.stem.replace('_', '-')}.log",
     )
     with procs.running(proc):
         procs.wait_healthy("127.0.0.1", port, "/health", timeout=30, poll=0.02, proc=proc)

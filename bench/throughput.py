@@ -1,10 +1,12 @@
 """Non-streaming throughput and latency at 1 and 64 connections, direct vs through the service.
 
-Direct, proxied and (optionally) floor wrk runs alternate (d, p, f, d, p, f, …); per side
-the run with the median throughput is reported. The floor is bench/bare_proxy.py, the
+Direct, proxied and (optionally) floor wrk runs alternate (d, p, f, a, d, p, f, a, …); per
+side the run with the median throughput is reported. The floor is bench/bare_proxy.py, the
 thinnest proxy on the service's own stack, pinned like the service: the service's cost
-above it is its own work. CPU seconds of the service (and of the floor) over each of their
-runs give the CPU cost per request, whichever side is the bottleneck.
+above it is its own work. The ASGI floor (a) is bench/asgi_floor.py, the same forwarding on
+uvicorn (uvloop + httptools) with a raw ASGI app, pinned alike: its cost against the floor's
+is what the other server stack would save. CPU seconds of the service (and of each floor)
+over each of their runs give the CPU cost per request, whichever side is the bottleneck.
 """
 
 from __future__ import annotations
@@ -41,14 +43,16 @@ def measure(
     reps: int,
     cpus: set[int] | None,
     floor: tuple[str, psutil.Process] | None = None,
+    asgi_floor: tuple[str, psutil.Process] | None = None,
     connections: tuple[int, ...] = (1, 64),
 ) -> dict[str, object]:
-    """wrk direct to `model`'s upstream, through the service and through the floor (url, process)."""
+    """wrk direct to `model`'s upstream, through the service and through the floors (url, process)."""
     body = chat_body(model)
     direct_url = f"http://127.0.0.1:{svc.models[model].port}/v1/chat/completions"
     proxied_url = f"{svc.url}/v1/chat/completions"
     floor_url = f"{floor[0]}/v1/chat/completions" if floor else None
-    for url in (direct_url, proxied_url, floor_url):  # warm-up: connections, pools, caches
+    asgi_url = f"{asgi_floor[0]}/v1/chat/completions" if asgi_floor else None
+    for url in (direct_url, proxied_url, floor_url, asgi_url):  # warm-up: connections, pools, caches
         if url:
             run_wrk(wrk, url, body, connections=max(connections), seconds=1, cpus=cpus)
     results: dict[str, object] = {"seconds": seconds, "reps": reps}
@@ -58,6 +62,8 @@ def measure(
         floors: list[WrkResult] = []
         cpu_us: list[float] = []
         floor_cpu_us: list[float] = []
+        asgi: list[WrkResult] = []
+        asgi_cpu_us: list[float] = []
         peak_rss = 0.0
         for _ in range(reps):
             direct.append(run_wrk(wrk, direct_url, body, connections=conns, seconds=seconds, cpus=cpus))
@@ -69,6 +75,10 @@ def measure(
                 run, cpu, _ = _timed_run(wrk, floor_url, body, floor[1], conns, seconds, cpus)
                 floors.append(run)
                 floor_cpu_us.append(cpu)
+            if asgi_floor and asgi_url:
+                run, cpu, _ = _timed_run(wrk, asgi_url, body, asgi_floor[1], conns, seconds, cpus)
+                asgi.append(run)
+                asgi_cpu_us.append(cpu)
         d, p = _median_run(direct), _median_run(proxied)
         cpu = median(cpu_us)
         entry: dict[str, object] = {
@@ -88,6 +98,15 @@ def measure(
             entry["floor"] = f.as_dict()
             entry["floor_added_p50_us"] = f.p50_us - d.p50_us
             entry["floor_cpu_us_per_request"] = round(median(floor_cpu_us), 1)
+            entry["floor_errors"] = sum(run.errors for run in floors)
             entry["service_cpu_vs_floor"] = round(cpu / median(floor_cpu_us), 2)
+        if asgi:
+            a = _median_run(asgi)
+            entry["asgi_floor"] = a.as_dict()
+            entry["asgi_floor_added_p50_us"] = a.p50_us - d.p50_us
+            entry["asgi_floor_cpu_us_per_request"] = round(median(asgi_cpu_us), 1)
+            entry["asgi_floor_errors"] = sum(run.errors for run in asgi)
+            if floors:
+                entry["asgi_floor_vs_floor_cpu"] = round(median(asgi_cpu_us) / median(floor_cpu_us), 3)
         results[f"c{conns}"] = entry
     return results
