@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -129,27 +129,34 @@ class ModelSeries:
         self.inflight = metrics.inflight.labels(model)
         self.request_seconds = metrics.request_seconds.labels(model)
         self.first_byte_seconds = metrics.first_byte_seconds.labels(model)
-        self._by_outcome: dict[tuple[str, int], Counter] = {}
-        self._metrics = metrics  # the usage series appear once a model reports usage
+        self._metrics = metrics
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def answered(self, path: str, status: int) -> None:
         """Count a request by its path label and status."""
-        child = self._by_outcome.get((path, status))
-        if child is None:
-            child = self._by_outcome[(path, status)] = self._metrics.requests.labels(self.model, path, str(status))
-        child.inc()
+        self._child(self._metrics.requests, path, str(status)).inc()
 
     def record_usage(self, usage: Usage) -> None:
         """Count what one request's upstream reported; what it did not report is left out."""
+        metrics = self._metrics
         for kind, count in (
             ("prompt", usage.prompt_tokens), ("generated", usage.generated_tokens), ("cached", usage.cached_tokens)
         ):
             if count is not None:
-                self._metrics.tokens.labels(self.model, kind).inc(count)
+                self._child(metrics.tokens, kind).inc(count)
         if usage.prompt_per_second is not None:
-            self._metrics.prompt_rate.labels(self.model).observe(usage.prompt_per_second)
+            self._child(metrics.prompt_rate).observe(usage.prompt_per_second)
         if usage.generation_per_second is not None:
-            self._metrics.generation_rate.labels(self.model).observe(usage.generation_per_second)
+            self._child(metrics.generation_rate).observe(usage.generation_per_second)
+
+    def _child(self, family: Counter | Histogram, *labels: str) -> Any:
+        """The model's child of ``family`` for ``labels``, created when first needed (so a
+        series appears only once it has something to say) and then reused."""
+        key = (family, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(self.model, *labels)
+        return child
 
 
 class _MemoryCollector(Collector):
