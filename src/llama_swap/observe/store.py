@@ -1,9 +1,10 @@
 """The activity log: one row per inference request, in SQLite (a file, or in memory).
 
-Rows are written in small batches a moment after they arrive (or before any query), so a
-request never waits on the database. In memory the log is pruned to the last
-`metricsMaxInMemory` rows; a `store.path` file keeps them all across restarts, as the Go
-llama-swap's does.
+A request never waits on the database. With a `store.path` file, rows are written in small
+batches a moment after they arrive and kept across restarts, as the Go llama-swap's are. In
+memory (the default) the log is the last `metricsMaxInMemory` rows and they are only written
+to SQLite when someone asks for them: until then a row costs one list append, and rows that
+would be pruned anyway are dropped before they are ever written.
 """
 
 from __future__ import annotations
@@ -133,9 +134,13 @@ class ActivityStore:
         return self.last_id
 
     def add(self, row: ActivityRow) -> None:
-        """Queue ``row``; it is written within `FLUSH_DELAY` seconds."""
-        self._pending.append(row)
-        if len(self._pending) >= FLUSH_ROWS:
+        """Queue ``row``: a file gets it within `FLUSH_DELAY` seconds, memory at the next query."""
+        pending = self._pending
+        pending.append(row)
+        if not self.path:
+            if len(pending) > 2 * self.keep:
+                del pending[: -self.keep]  # older than the last `keep`: pruned anyway
+        elif len(pending) >= FLUSH_ROWS:
             self.flush()
         elif self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
