@@ -50,6 +50,9 @@ _BODILESS = frozenset({204, 304})  # their headers must pass as they are
 
 CANCELLED = "request cancelled through the llama-swap API"  # POST /api/inflight/{id}/cancel
 
+# How an upstream that dies in the middle of its answer shows up while the body is read.
+_BROKE_OFF = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
 
 class UpstreamUnavailable(Exception):
     """The upstream failed before sending a response (connection refused or reset, or
@@ -220,9 +223,8 @@ async def _whole(upstream: aiohttp.ClientResponse, *, model: str, tap: Tap) -> w
     tap.respond(upstream.status, upstream.headers)
     try:
         body = await upstream.read()
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        # nothing was sent yet: the client gets a clean error instead of a cut-off body
-        raise UpstreamUnavailable(f"upstream '{model}' stopped in the middle of the response: {exc}") from exc
+    except _BROKE_OFF as exc:  # nothing was sent yet: a clean error instead of a cut-off body
+        raise UpstreamUnavailable(f"{_broke_off(model)}: {exc}") from exc
     tap.chunk(body)
     return web.Response(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream), body=body)
 
@@ -247,9 +249,9 @@ async def relay(
         async for chunk in upstream.content.iter_any():
             tap.chunk(chunk)
             await response.write(chunk)
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+    except _BROKE_OFF as exc:
         log.warning("[%s] upstream broke off its response: %s", model, exc)
-        await _break_off(upstream, response, request, f"upstream '{model}' stopped in the middle of the response", 502)
+        await _break_off(upstream, response, request, _broke_off(model), 502)
         return
     except asyncio.CancelledError:
         if not tap.cancelled:
@@ -268,8 +270,18 @@ async def _break_off(
         if request.transport is not None:
             request.transport.close()
         return
+    await end_stream_with_error(response, message, code)
+
+
+def _broke_off(model: str) -> str:
+    return f"upstream '{model}' stopped in the middle of the response"
+
+
+async def end_stream_with_error(response: web.StreamResponse, message: str, code: int) -> web.StreamResponse:
+    """Finish a started SSE answer with an error event (the `openai` client raises it)."""
     await response.write(sse_error(message, code))
     await response.write_eof()
+    return response
 
 
 def sse_error(message: str, code: int) -> bytes:

@@ -56,7 +56,7 @@ class EventBus:
         if not subscribers:
             return
         encoded = frame(kind, data)
-        for sub in list(subscribers):
+        for sub in subscribers:  # never mutated: (un)subscribing replaces the list
             sub.put(encoded)
 
     def subscribe(self) -> Subscription:

@@ -115,12 +115,11 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
         yield
         await service.close()
 
-    async def end_log_streams(app: web.Application) -> None:
-        app[SERVICE].logs.close()  # open /logs/stream and /api/events readers must not hold up shutdown
-        app[SERVICE].events.close()
+    async def end_streams(app: web.Application) -> None:
+        app[SERVICE].end_streams()  # before the graceful drain, which would wait for them
 
     app.cleanup_ctx.append(lifecycle)
-    app.on_shutdown.append(end_log_streams)
+    app.on_shutdown.append(end_streams)
     add_ui_routes(app)
     app.router.add_get("/health", manage.health)
     app.router.add_get("/wol-health", manage.health)  # the Go version's probe for its wake-on-LAN proxy

@@ -15,7 +15,7 @@ import time
 import orjson
 from aiohttp import web
 
-from llama_swap.proxy import CANCELLED, Tap, UpstreamUnavailable, open_upstream, relay, sse_error
+from llama_swap.proxy import CANCELLED, Tap, UpstreamUnavailable, end_stream_with_error, open_upstream, relay
 from llama_swap.routing.router import Lease, RouteError, Router
 from llama_swap.server.service import Service
 
@@ -73,7 +73,7 @@ async def serve_while_loading(
         await _report_progress(response, service.router, acquiring, model, requested)
         lease = acquiring.result()
     except RouteError as exc:
-        return await _end_with_error(response, exc.message, exc.status), exc.status
+        return await end_stream_with_error(response, exc.message, exc.status), exc.status
     except BaseException as exc:  # the client went away, or an operator cancelled the request
         if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
             service.router.release(acquiring.result())
@@ -81,7 +81,7 @@ async def serve_while_loading(
             acquiring.cancel()
         if isinstance(exc, asyncio.CancelledError) and tap.cancelled:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            return await _end_with_error(response, CANCELLED, 503), 503
+            return await end_stream_with_error(response, CANCELLED, 503), 503
         raise
     try:
         await response.write(_chunk(requested, f"\nready after {time.monotonic() - started:.2f}s\n\n"))
@@ -126,14 +126,8 @@ async def _relay_upstream(
             if upstream.status >= 400:
                 detail = (await upstream.text(errors="replace"))[:500]
                 message = f"upstream '{model}' answered {upstream.status}: {detail}"
-                return await _end_with_error(response, message, upstream.status), upstream.status
+                return await end_stream_with_error(response, message, upstream.status), upstream.status
             await relay(upstream, response, request, model=model, tap=tap)
             return response, upstream.status
     except UpstreamUnavailable as exc:
-        return await _end_with_error(response, str(exc), 502), 502
-
-
-async def _end_with_error(response: web.StreamResponse, message: str, status: int) -> web.StreamResponse:
-    await response.write(sse_error(message, status))
-    await response.write_eof()
-    return response
+        return await end_stream_with_error(response, str(exc), 502), 502

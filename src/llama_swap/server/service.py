@@ -117,10 +117,14 @@ class Service:
             raise model_not_found(name)
         return model
 
-    async def close(self) -> None:
-        """Stop every upstream in parallel, then release the client and the reaper."""
+    def end_streams(self) -> None:
+        """End every open log and event stream, so that no reader holds up a shutdown."""
         self.logs.close()
         self.events.close()
+
+    async def close(self) -> None:
+        """Stop every upstream in parallel, then release the client and the reaper."""
+        self.end_streams()
         for task in list(self._background):
             task.cancel()
         await self.router.shutdown()
@@ -142,8 +146,7 @@ class Service:
     def _reopen_store(self, new: Config) -> None:
         """A reload keeps the activity log unless `store.path` changed."""
         store = self.activity.store
-        path = new.store.path if new.store is not None else None
-        if path == store.path:
+        if _store_path(new) == store.path:
             store.keep = new.metrics_max_in_memory
             return
         store.close()
@@ -188,8 +191,12 @@ class Service:
         self.router.crashed(model)
 
 
+def _store_path(config: Config) -> str | None:
+    return config.store.path if config.store is not None else None
+
+
 def _open_store(config: Config) -> ActivityStore:
-    return ActivityStore(config.store.path if config.store is not None else None, config.metrics_max_in_memory)
+    return ActivityStore(_store_path(config), config.metrics_max_in_memory)
 
 
 def _limits(config: Config) -> dict[str, int]:
