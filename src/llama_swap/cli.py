@@ -18,6 +18,8 @@ from llama_swap import __version__
 from llama_swap.config import Config, ConfigError, load_config
 from llama_swap.observe.logs import configure_logging
 from llama_swap.server.app import build_app
+from llama_swap.server.fastlane import FastLane
+from llama_swap.server.front import AnswerCounter, Front
 from llama_swap.server.inference import SERVICE
 from llama_swap.watch import watch
 
@@ -125,14 +127,22 @@ async def serve(
     """
     app = build_app(config)
     app.on_shutdown.append(_stop_admitting)
+    front: Front | None = None
+
+    async def drain_fast_lane(app: web.Application) -> None:
+        if front is not None:
+            await front.close(DRAIN_SECONDS / 2)
+
+    app.on_shutdown.append(drain_fast_lane)
     # aiohttp waits shutdown_timeout for handlers to finish, then as long again after
     # "cancelling" them (which does not interrupt a handler streaming a response).
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=DRAIN_SECONDS / 2)
+    # The access log is off; its hook tells the front when a bridged connection's answers are done.
+    runner = web.AppRunner(app, handle_signals=False, access_log=log, access_log_class=AnswerCounter,
+                           handler_cancellation=True, shutdown_timeout=DRAIN_SECONDS / 2)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
+    front = Front(FastLane(app[SERVICE], app[SERVICE].upstreams), runner.server)  # type: ignore[arg-type]
     try:
-        await site.start()
+        await front.listen(host, port, tls)
     except OSError as exc:
         await runner.cleanup()
         print(f"llama-swap: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}", file=sys.stderr)

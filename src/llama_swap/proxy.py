@@ -224,7 +224,7 @@ async def _whole(upstream: aiohttp.ClientResponse, *, model: str, tap: Tap) -> w
     try:
         body = await upstream.read()
     except _BROKE_OFF as exc:  # nothing was sent yet: a clean error instead of a cut-off body
-        raise UpstreamUnavailable(f"{_broke_off(model)}: {exc}") from exc
+        raise UpstreamUnavailable(f"{broke_off_message(model)}: {exc}") from exc
     tap.chunk(body)
     return web.Response(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream), body=body)
 
@@ -251,7 +251,7 @@ async def relay(
             await response.write(chunk)
     except _BROKE_OFF as exc:
         log.warning("[%s] upstream broke off its response: %s", model, exc)
-        await _break_off(upstream, response, request, _broke_off(model), 502)
+        await _break_off(upstream, response, request, broke_off_message(model), 502)
         return
     except asyncio.CancelledError:
         if not tap.cancelled:
@@ -273,7 +273,7 @@ async def _break_off(
     await end_stream_with_error(response, message, code)
 
 
-def _broke_off(model: str) -> str:
+def broke_off_message(model: str) -> str:
     return f"upstream '{model}' stopped in the middle of the response"
 
 

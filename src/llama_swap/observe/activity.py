@@ -22,6 +22,7 @@ from llama_swap.observe.store import ActivityRow, ActivityStore
 from llama_swap.observe.usage import Usage, UsageMeter, meter_for
 from llama_swap.proxy import CANCELLED
 
+_NO_USAGE = Usage()
 PROGRESS_EVERY = 0.25  # seconds between `inflight` updates of one streaming request
 ERROR_BODY = 2048  # bytes of an error answer kept to quote its message
 ERROR_MESSAGE = 500  # characters of it shown
@@ -31,14 +32,14 @@ class Tracked:
     """One request being handled; the relay reports its answer here chunk by chunk."""
 
     __slots__ = (
-        "id", "model", "method", "path", "series", "label", "metered", "client", "session_id", "started", "t0",
+        "id", "model", "method", "path", "series", "label", "metered", "session_id", "started", "t0",
         "task", "bytes", "first_byte", "status", "content_type", "meter", "cancelled", "error",
-        "_error_body", "_activity", "_published",
+        "_error_body", "_activity", "_published", "_headers", "_remote", "_client", "_logged",
     )
 
     def __init__(
         self, activity: Activity, req_id: int, model: str, method: str, path: str, series: ModelSeries, *,
-        label: str, metered: bool, client: str, session_id: str | None,
+        label: str, metered: bool, headers: Mapping[str, str], remote: str | None, session_id: str | None,
     ) -> None:
         self._activity = activity
         self.series = series
@@ -48,7 +49,10 @@ class Tracked:
         self.path = path
         self.label = label  # the `path` label of its metrics
         self.metered = metered  # an inference request: metered and logged as activity
-        self.client = client
+        self._headers = headers  # the client's address is read from them when first shown
+        self._remote = remote
+        self._client: str | None = None
+        self._logged: tuple[int, int, Usage | None, float] | None = None  # (row id, status, usage, end)
         self.session_id = session_id
         self.started = time.time()
         self.t0 = time.perf_counter()
@@ -87,6 +91,25 @@ class Tracked:
                 self._published = now
                 self._activity.bus.publish(INFLIGHT, {"operation": "upsert", "request": self.to_json()})
 
+    @property
+    def client(self) -> str:
+        if self._client is None:
+            self._client = client_address(self._headers, self._remote)
+        return self._client
+
+    def row(self) -> ActivityRow:
+        """Its activity-log row, built when the log is read (most rows never are, in memory)."""
+        assert self._logged is not None
+        row_id, status, usage, end = self._logged
+        usage = usage or _NO_USAGE
+        return ActivityRow(
+            row_id, self.started, self.model, self.method, self.path, status, self.content_type,
+            usage.prompt_tokens, usage.generated_tokens, usage.cached_tokens, usage.draft_tokens,
+            usage.accepted_tokens, usage.prompt_per_second, usage.generation_per_second,
+            None if self.first_byte is None else round((self.first_byte - self.t0) * 1000, 3),
+            round((end - self.t0) * 1000, 3), self.error_message(),
+        )
+
     def usage(self) -> Usage | None:
         return self.meter.result() if self.meter is not None else None
 
@@ -123,10 +146,10 @@ class Activity:
     ) -> Tracked:
         tracked = Tracked(
             self, next(self._ids), model, method, path, self.metrics.series(model), label=label, metered=metered,
-            client=client_address(headers, remote), session_id=self._session_id(headers),
+            headers=headers, remote=remote, session_id=self._session_id(headers) if self.session_headers else None,
         )
         self._inflight[tracked.id] = tracked
-        tracked.series.inflight.inc()
+        tracked.series.inflight += 1
         if self.bus.active:
             self.bus.publish(INFLIGHT, {"operation": "upsert", "request": tracked.to_json()})
         return tracked
@@ -147,7 +170,14 @@ class Activity:
             self._log(tracked, status, usage, end)
         if self.bus.active:
             self.bus.publish(INFLIGHT, {"operation": "remove", "id": tracked.id})
-        series.inflight.dec()  # last: once it reads 0, every request is accounted
+        series.inflight -= 1  # last: once it reads 0, every request is accounted
+
+    def discard(self, tracked: Tracked) -> None:
+        """Forget a request handed on to another handler before any answer (it is tracked there)."""
+        self._inflight.pop(tracked.id, None)
+        if self.bus.active:
+            self.bus.publish(INFLIGHT, {"operation": "remove", "id": tracked.id})
+        tracked.series.inflight -= 1
 
     def cancel(self, req_id: int) -> bool:
         """Abort an in-flight request; its client gets an error. False if there is none."""
@@ -163,29 +193,10 @@ class Activity:
         return [tracked.to_json() for tracked in self._inflight.values()]
 
     def _log(self, tracked: Tracked, status: int, usage: Usage | None, end: float) -> None:
-        usage = usage or Usage()
-        row = ActivityRow(
-            id=self.store.next_id(),
-            timestamp=tracked.started,
-            model=tracked.model,
-            method=tracked.method,
-            req_path=tracked.path,
-            resp_status_code=status,
-            resp_content_type=tracked.content_type,
-            prompt_tokens=usage.prompt_tokens,
-            generated_tokens=usage.generated_tokens,
-            cached_tokens=usage.cached_tokens,
-            draft_tokens=usage.draft_tokens,
-            accepted_tokens=usage.accepted_tokens,
-            prompt_per_second=usage.prompt_per_second,
-            generation_per_second=usage.generation_per_second,
-            ttfb_ms=None if tracked.first_byte is None else round((tracked.first_byte - tracked.t0) * 1000, 3),
-            duration_ms=round((end - tracked.t0) * 1000, 3),
-            error_msg=tracked.error_message(),
-        )
-        self.store.add(row)
+        tracked._logged = (self.store.next_id(), status, usage, end)
+        self.store.add(tracked)
         if self.bus.active:
-            self.bus.publish(ACTIVITY, row.to_json())
+            self.bus.publish(ACTIVITY, tracked.row().to_json())
 
     def _session_id(self, headers: Mapping[str, str]) -> str | None:
         for name in self.session_headers:

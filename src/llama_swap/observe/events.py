@@ -45,11 +45,9 @@ class EventBus:
         self._queue_events = queue_events
         self._subscribers: list[Subscription] = []
         self._lock = threading.Lock()  # log lines are published from any thread
-
-    @property
-    def active(self) -> bool:
-        """Whether anyone listens: producers skip building events when nobody does."""
-        return bool(self._subscribers)
+        # Whether anyone listens: producers skip building events when nobody does. A plain
+        # attribute (read on every request), kept in step with the subscriber list.
+        self.active = False
 
     def publish(self, kind: str, data: Any) -> None:
         subscribers = self._subscribers
@@ -63,15 +61,18 @@ class EventBus:
         sub = Subscription(self, self._queue_events, notice=_resync)
         with self._lock:
             self._subscribers = [*self._subscribers, sub]
+            self.active = True
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             self._subscribers = [s for s in self._subscribers if s is not sub]
+            self.active = bool(self._subscribers)
 
     def close(self) -> None:
         """End every reader's stream (at shutdown)."""
         with self._lock:
             subscribers, self._subscribers = self._subscribers, []
+            self.active = False
         for sub in subscribers:
             sub.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+import itertools
+import math
+from bisect import bisect_left
+from typing import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,9 +16,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from llama_swap.observe.usage import Usage
 from llama_swap.process import ProcessState, group_rss
@@ -34,20 +38,6 @@ class Metrics:
 
     def __init__(self, models: list[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "llamaswap_requests", "Proxied requests by model, path and status.",
-            ("model", "path", "status"), registry=self.registry,
-        )
-        self.request_seconds = Histogram(
-            "llamaswap_request_duration_seconds", "Time from request to the end of the response.",
-            ("model",), buckets=_REQUEST_BUCKETS, registry=self.registry,
-        )
-        self.first_byte_seconds = Histogram(
-            "llamaswap_time_to_first_byte_seconds",
-            "Time from request to the first byte of the answer's body (for a stream: its first token event),"
-            " waiting and loading included.",
-            ("model",), buckets=_REQUEST_BUCKETS, registry=self.registry,
-        )
         self.swaps = Counter(
             "llamaswap_swaps", "Model starts (swaps) by model and outcome.", ("model", "outcome"), registry=self.registry
         )
@@ -63,28 +53,13 @@ class Metrics:
             "llamaswap_model_state", "1 for the state each model is in.", ("model", "state"), registry=self.registry
         )
         self.running = Gauge("llamaswap_running_models", "Models whose upstream is alive.", registry=self.registry)
-        self.inflight = Gauge(
-            "llamaswap_inflight_requests", "Requests being handled (waiting, loading or streaming), by model.",
-            ("model",), registry=self.registry,
-        )
         self.queued = Gauge(
             "llamaswap_queued_requests", "Requests waiting for a swap they cannot start yet.", registry=self.registry
-        )
-        self.tokens = Counter(
-            "llamaswap_tokens", "Tokens the upstreams reported, by model and kind (prompt, generated, cached).",
-            ("model", "kind"), registry=self.registry,
-        )
-        self.prompt_rate = Histogram(
-            "llamaswap_prompt_tokens_per_second", "Prompt processing speed the upstreams reported, per request.",
-            ("model",), buckets=_RATE_BUCKETS, registry=self.registry,
-        )
-        self.generation_rate = Histogram(
-            "llamaswap_generation_tokens_per_second", "Generation speed the upstreams reported, per request.",
-            ("model",), buckets=_RATE_BUCKETS, registry=self.registry,
         )
         ProcessCollector(registry=self.registry)  # the service's own CPU, memory and file descriptors
         self._alive: set[str] = set()
         self._series: dict[str, ModelSeries] = {}
+        self.registry.register(_RequestCollector(self._series))
         for model in models:
             self.set_state(model, ProcessState.STOPPED)
 
@@ -109,7 +84,7 @@ class Metrics:
         """``model``'s per-request series, resolved once and reused on every request."""
         found = self._series.get(model)
         if found is None:
-            found = self._series[model] = ModelSeries(self, model)
+            found = self._series[model] = ModelSeries(model)
         return found
 
     def watch_memory(self, running: Callable[[], Iterable[tuple[str, int]]]) -> None:
@@ -120,43 +95,117 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class ModelSeries:
-    """One model's children of the per-request metrics: `labels()` takes a lock and builds
-    a key each time, which the hot path does not need to pay for every request."""
+class _Histogram:
+    """A histogram's buckets and sum as plain numbers, turned into a metric at scrape time."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # Prometheus buckets are `le`
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative = list(itertools.accumulate(self.counts))
+        return [(floatToGoString(b), c) for b, c in zip((*self.bounds, math.inf), cumulative)]
+
+
+class ModelSeries:
+    """One model's per-request metrics, kept as plain numbers: a prometheus_client child
+    takes a lock per update (~1-2 µs each, eight per request); these are read only when
+    `/metrics` is scraped, on the event loop like every update, so they need none."""
+
+    __slots__ = ("model", "inflight", "requests", "request_seconds", "first_byte_seconds", "tokens",
+                 "prompt_rate", "generation_rate")
+
+    def __init__(self, model: str) -> None:
         self.model = model
-        self.inflight = metrics.inflight.labels(model)
-        self.request_seconds = metrics.request_seconds.labels(model)
-        self.first_byte_seconds = metrics.first_byte_seconds.labels(model)
-        self._metrics = metrics
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self.inflight = 0
+        self.requests: dict[tuple[str, int], int] = {}
+        self.request_seconds = _Histogram(_REQUEST_BUCKETS)
+        self.first_byte_seconds = _Histogram(_REQUEST_BUCKETS)
+        self.tokens: dict[str, int] = {}  # by kind, once the upstream reported that kind
+        self.prompt_rate: _Histogram | None = None  # created when first reported
+        self.generation_rate: _Histogram | None = None
 
     def answered(self, path: str, status: int) -> None:
         """Count a request by its path label and status."""
-        self._child(self._metrics.requests, path, str(status)).inc()
+        key = (path, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
 
     def record_usage(self, usage: Usage) -> None:
         """Count what one request's upstream reported; what it did not report is left out."""
-        metrics = self._metrics
+        tokens = self.tokens
         for kind, count in (
             ("prompt", usage.prompt_tokens), ("generated", usage.generated_tokens), ("cached", usage.cached_tokens)
         ):
             if count is not None:
-                self._child(metrics.tokens, kind).inc(count)
+                tokens[kind] = tokens.get(kind, 0) + count
         if usage.prompt_per_second is not None:
-            self._child(metrics.prompt_rate).observe(usage.prompt_per_second)
+            if self.prompt_rate is None:
+                self.prompt_rate = _Histogram(_RATE_BUCKETS)
+            self.prompt_rate.observe(usage.prompt_per_second)
         if usage.generation_per_second is not None:
-            self._child(metrics.generation_rate).observe(usage.generation_per_second)
+            if self.generation_rate is None:
+                self.generation_rate = _Histogram(_RATE_BUCKETS)
+            self.generation_rate.observe(usage.generation_per_second)
 
-    def _child(self, family: Counter | Histogram, *labels: str) -> Any:
-        """The model's child of ``family`` for ``labels``, created when first needed (so a
-        series appears only once it has something to say) and then reused."""
-        key = (family, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(self.model, *labels)
-        return child
+
+class _RequestCollector(Collector):
+    """The per-request families, from every model's `ModelSeries`, at scrape time."""
+
+    def __init__(self, series: dict[str, ModelSeries]) -> None:
+        self._series = series
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "llamaswap_requests", "Proxied requests by model, path and status.", labels=("model", "path", "status")
+        )
+        inflight = GaugeMetricFamily(
+            "llamaswap_inflight_requests", "Requests being handled (waiting, loading or streaming), by model.",
+            labels=("model",),
+        )
+        tokens = CounterMetricFamily(
+            "llamaswap_tokens", "Tokens the upstreams reported, by model and kind (prompt, generated, cached).",
+            labels=("model", "kind"),
+        )
+        histograms = {
+            name: HistogramMetricFamily(name, text, labels=("model",)) for name, text in _HISTOGRAMS.items()
+        }
+        for model, series in sorted(self._series.items()):
+            inflight.add_metric((model,), series.inflight)
+            for (path, status), count in series.requests.items():
+                requests.add_metric((model, path, str(status)), count)
+            for kind, count in series.tokens.items():
+                tokens.add_metric((model, kind), count)
+            for name, histogram in (
+                ("llamaswap_request_duration_seconds", series.request_seconds),
+                ("llamaswap_time_to_first_byte_seconds", series.first_byte_seconds),
+                ("llamaswap_prompt_tokens_per_second", series.prompt_rate),
+                ("llamaswap_generation_tokens_per_second", series.generation_rate),
+            ):
+                if histogram is not None:
+                    histograms[name].add_metric((model,), histogram.buckets(), histogram.sum)
+        yield requests
+        yield from histograms.values()
+        yield inflight
+        yield tokens
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+_HISTOGRAMS = {
+    "llamaswap_request_duration_seconds": "Time from request to the end of the response.",
+    "llamaswap_time_to_first_byte_seconds": "Time from request to the first byte of the answer's body (for a stream:"
+    " its first token event), waiting and loading included.",
+    "llamaswap_prompt_tokens_per_second": "Prompt processing speed the upstreams reported, per request.",
+    "llamaswap_generation_tokens_per_second": "Generation speed the upstreams reported, per request.",
+}
 
 
 class _MemoryCollector(Collector):

@@ -13,8 +13,7 @@ usage.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import orjson
 
@@ -30,9 +29,9 @@ _CACHED_KEYS = (("cache_read_input_tokens",), ("input_tokens_details", "cached_t
 _OVERLONG = b"\0"
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What the upstream reported for one request; None where it said nothing."""
+class Usage(NamedTuple):
+    """What the upstream reported for one request; None where it said nothing (a tuple:
+    one is built per request)."""
 
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
@@ -47,8 +46,8 @@ def meter_for(status: int, headers: Mapping[str, str]) -> UsageMeter | None:
     """A meter for a successful answer it can read; None (nothing to do per chunk) otherwise."""
     if not 200 <= status < 300 or headers.get("Content-Encoding", "identity") != "identity":
         return None  # a compressed body would only be scanned in vain
-    content_type = headers.get("Content-Type", "")
-    return UsageMeter(content_type) if _kind(content_type) in (_SSE, _JSON) else None
+    kind = _kind(headers.get("Content-Type", ""))
+    return UsageMeter(kind) if kind == _SSE or kind == _JSON else None
 
 
 def _kind(content_type: str) -> str:
@@ -62,7 +61,7 @@ class UsageMeter:
     """Called with every chunk of the body, in order; bound per content type at creation."""
 
     def __init__(self, content_type: str, *, max_body: int = MAX_BODY) -> None:
-        kind = _kind(content_type)
+        kind = content_type if content_type == _SSE or content_type == _JSON else _kind(content_type)
         self._max = max_body
         self._partial = b""  # SSE: the line the last chunk ended in the middle of
         self._body = bytearray()  # JSON: the body so far
@@ -155,6 +154,9 @@ class UsageMeter:
         generated = _first_count(usage, "completion_tokens", "output_tokens")
         if generated is not None and (self._generated is None or generated > 0):
             self._generated = generated
+        if "cache_read_input_tokens" not in usage and "input_tokens_details" not in usage \
+                and "prompt_tokens_details" not in usage:
+            return  # no cached count to look for
         for path in _CACHED_KEYS:
             cached = _count(_dig(usage, path))
             if cached is not None:
@@ -198,16 +200,16 @@ def _combine(
         if isinstance(speculative, dict):
             draft = _count(speculative.get("num_draft_tokens"))
             accepted = _count(speculative.get("num_accepted_draft_tokens"))
-    usage = Usage(prompt, generated, cached, prompt_rate, generation_rate, draft, accepted)
-    return None if usage == Usage() else usage
+    values = (prompt, generated, cached, prompt_rate, generation_rate, draft, accepted)
+    return None if values == _NOTHING else Usage(*values)
 
 
-def _first_count(usage: dict[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        value = _count(usage.get(key))
-        if value is not None:
-            return value
-    return None
+_NOTHING = (None,) * 7
+
+
+def _first_count(usage: dict[str, Any], key: str, other: str) -> int | None:
+    value = _count(usage.get(key))
+    return value if value is not None else _count(usage.get(other))
 
 
 def _dig(data: dict[str, Any], path: tuple[str, ...]) -> object:
@@ -225,6 +227,8 @@ def _or(value: int | None, fallback: int | None) -> int | None:
 
 def _count(value: object) -> int | None:
     """A token count, or None for anything that is not one (so counters never go down)."""
+    if type(value) is int:  # the usual case, without the float round trip
+        return value if value >= 0 else None
     number = _rate(value)
     return None if number is None else int(number)
 

@@ -7,8 +7,7 @@ import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from llama_swap.process import ModelProcess, ProcessState, StartError
 from llama_swap.routing.backoff import Backoff
@@ -37,21 +36,19 @@ class RouteError(Exception):
         self.retry_after = retry_after  # seconds, for a `Retry-After` header
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """A granted request: the ready process to talk to, until `Router.release`."""
 
     req: int
     process: ModelProcess
 
 
-@dataclass(frozen=True)
-class Ticket:
+class Ticket(NamedTuple):
     """An admitted request, not yet granted."""
 
     req: int
     model: str
-    granted: asyncio.Future[None]
+    granted: asyncio.Future[None] | None  # None: granted when admitted
 
 
 SwapObserver = Callable[[str, float, str], None]
@@ -95,9 +92,12 @@ class Router:
         if counted:
             self._check_backoff(model)
         req = next(self._ids)
+        actions = self._scheduler.request(req, model, counted=counted)
+        if len(actions) == 1 and type(actions[0]) is Grant and actions[0].req == req:
+            return Ticket(req, model, None)  # served at once (the common case): nothing to wait for
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[req] = granted
-        self._apply(self._scheduler.request(req, model, counted=counted))
+        self._apply(actions)
         if granted.done() and granted.exception() is not None:
             del self._waiting[req]
             raise granted.exception()  # type: ignore[misc]
@@ -122,6 +122,9 @@ class Router:
     async def wait(self, ticket: Ticket) -> Lease:
         """Wait for an admitted ticket; a cancelled waiter leaves the queue (or hands back its grant)."""
         granted = ticket.granted
+        if granted is None:
+            self._refresh_ttl(ticket.model)
+            return Lease(ticket.req, self.processes[ticket.model])
         try:
             await granted
         except asyncio.CancelledError:
@@ -239,7 +242,8 @@ class Router:
 
     def _refresh_ttl(self, model: str) -> None:
         """(Re)arm the idle timer when the model is idle; idle time counts from now."""
-        self._cancel_ttl(model)
+        if model in self._ttl_timers:
+            self._cancel_ttl(model)
         process = self.processes.get(model)
         if process is None or process.config.ttl <= 0 or not self._scheduler.idle(model):
             return

@@ -88,7 +88,7 @@ class Phase(StrEnum):
     GRANTED = "granted"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     model: str
     priority: int
@@ -334,6 +334,8 @@ class Scheduler:
         Serving newcomers to a busy ready model while others wait for it to drain
         would starve them; a newcomer waits its turn instead.
         """
+        if not self._queue:
+            return False
         r = self._requests[req]
         running = self._running()
         for other in self._queue:
@@ -388,6 +390,8 @@ class Scheduler:
         return Grant(req)
 
     def _drain(self) -> list[Action]:
+        if not self._queue:
+            return []
         actions: list[Action] = []
         for req in list(self._queue):
             if req not in self._requests:

@@ -112,14 +112,14 @@ def check_key(request: web.Request, keys: Sequence[str], *, forward: bool) -> we
         return unauthorized()
     if not forward:
         assert found is not None
-        request[STRIP_HEADERS] = _CARRIED_BY[found[1]]
+        request[STRIP_HEADERS] = CARRIED_BY[found[1]]
     return None
 
 
 # Headers not sent upstream once a key was accepted: `x-api-key` always (it is this
 # service's key header), `Authorization` when it carried the key (another scheme, e.g.
 # a token meant for the upstream, passes when the key came in `x-api-key`).
-_CARRIED_BY = {
+CARRIED_BY = {
     "basic": frozenset({"authorization", "x-api-key"}),
     "bearer": frozenset({"authorization", "x-api-key"}),
     "x-api-key": frozenset({"x-api-key"}),

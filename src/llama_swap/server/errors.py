@@ -26,8 +26,12 @@ def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | 
     return web.Response(body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json")
 
 
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return json_response({"error": message}, status, headers)
+    return web.Response(body=error_body(message), status=status, headers=headers, content_type="application/json")
 
 
 def model_not_found(name: str) -> HTTPError:

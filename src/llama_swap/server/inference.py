@@ -121,8 +121,13 @@ def _shows_loading(service: Service, model: str, path: str, body: bytes) -> bool
 
 
 def _route_error(exc: RouteError) -> HTTPError:
+    return HTTPError(exc.status, exc.message, route_error_headers(exc))
+
+
+def route_error_headers(exc: RouteError) -> dict[str, str] | None:
+    """`Retry-After` for a refusal that will pass later (a full queue, a back-off)."""
     retry_after = exc.retry_after or (1 if exc.status == 429 else None)
-    return HTTPError(exc.status, exc.message, {"Retry-After": str(retry_after)} if retry_after else None)
+    return {"Retry-After": str(retry_after)} if retry_after else None
 
 
 def _the_running_model(service: Service, request: web.Request) -> str:

@@ -23,6 +23,7 @@ from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.errors import model_not_found
 from llama_swap.server.listing import status_records
+from llama_swap.upstream_client import UpstreamClient
 
 log = logging.getLogger("llama_swap.service")
 
@@ -43,6 +44,7 @@ class Service:
             self.events, self.metrics, _open_store(config), config.ui.activity.session_id
         )
         self.session: aiohttp.ClientSession = make_session()
+        self.upstreams = UpstreamClient()  # the fast lane's (server/fastlane.py)
         self.reaper = Reaper() if use_reaper else None
         self.router = Router(
             {model_id: self._process(model) for model_id, model in sorted(config.models.items())},
@@ -129,6 +131,7 @@ class Service:
             task.cancel()
         await self.router.shutdown()
         await self.session.close()
+        self.upstreams.close()
         if self.reaper is not None:
             self.reaper.close()
         detach_history(self._log_handler)
