@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
@@ -141,6 +142,8 @@ async def serve(
                            handler_cancellation=True, shutdown_timeout=DRAIN_SECONDS / 2)
     await runner.setup()
     front = Front(FastLane(app[SERVICE], app[SERVICE].upstreams), runner.server)  # type: ignore[arg-type]
+    gc.collect()
+    gc.freeze()  # what start-up built lives as long as the service: collections need not scan it again
     try:
         await front.listen(host, port, tls)
     except OSError as exc:

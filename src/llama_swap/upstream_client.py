@@ -18,7 +18,8 @@ import collections
 from typing import Optional
 
 import httptools
-from multidict import CIMultiDict
+
+from llama_swap.rawheaders import RawHeaders
 
 IDLE_SECONDS = 4.0  # llama-server (cpp-httplib) closes idle connections after 5 s: drop ours first
 HIGH_WATER = 256 * 1024  # bytes buffered before the upstream's socket is paused
@@ -41,8 +42,8 @@ class Exchange:
         self._conn = conn
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDict[str] = CIMultiDict()
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.headers = RawHeaders(self.raw_headers)
         self.content_length: int | None = None
         self.content_type = ""
         self.keep_alive = False
@@ -222,18 +223,26 @@ class _Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (e.g. 100 Continue): the real one follows
             return
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw_headers]
-        )
+        raw = self._raw_headers
+        length = content_type = None
+        chunked = False
+        for name, value in raw:
+            size = len(name)
+            if size == 14 and name.lower() == b"content-length":
+                length = value
+            elif size == 12 and name.lower() == b"content-type":
+                content_type = value
+            elif size == 17 and name.lower() == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
         exchange.status = status
         exchange.reason = b"".join(self._reason).decode("latin-1")
-        exchange.headers = headers
-        exchange.raw_headers = self._raw_headers
-        length = headers.get("Content-Length")
+        exchange.headers = RawHeaders(raw)
+        exchange.raw_headers = raw
         exchange.content_length = int(length) if length is not None and length.isdigit() else None
-        exchange.content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        exchange.content_type = (
+            content_type.split(b";", 1)[0].strip().lower().decode("latin-1") if content_type is not None else ""
+        )
         exchange.keep_alive = self._parser.should_keep_alive()
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         exchange._until_close = exchange.content_length is None and not chunked and status not in (204, 304)
         exchange.head.set_result(None)
         if self._head_only:  # the answer to HEAD has no body, whatever its headers say

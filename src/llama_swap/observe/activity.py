@@ -34,7 +34,7 @@ class Tracked:
     __slots__ = (
         "id", "model", "method", "path", "series", "label", "metered", "session_id", "started", "t0",
         "task", "bytes", "first_byte", "status", "content_type", "meter", "cancelled", "error",
-        "_error_body", "_activity", "_published", "_headers", "_remote", "_client", "_logged",
+        "_error_body", "_activity", "_published", "_headers", "_remote", "_client",
     )
 
     def __init__(
@@ -52,7 +52,6 @@ class Tracked:
         self._headers = headers  # the client's address is read from them when first shown
         self._remote = remote
         self._client: str | None = None
-        self._logged: tuple[int, int, Usage | None, float] | None = None  # (row id, status, usage, end)
         self.session_id = session_id
         self.started = time.time()
         self.t0 = time.perf_counter()
@@ -97,17 +96,15 @@ class Tracked:
             self._client = client_address(self._headers, self._remote)
         return self._client
 
-    def row(self) -> ActivityRow:
-        """Its activity-log row, built when the log is read (most rows never are, in memory)."""
-        assert self._logged is not None
-        row_id, status, usage, end = self._logged
+    def row(self, row_id: int, status: int, usage: Usage | None, end: float) -> ActivityRow:
+        """Its activity-log row (a flat tuple: the log keeps no reference to the request)."""
         usage = usage or _NO_USAGE
         return ActivityRow(
             row_id, self.started, self.model, self.method, self.path, status, self.content_type,
             usage.prompt_tokens, usage.generated_tokens, usage.cached_tokens, usage.draft_tokens,
             usage.accepted_tokens, usage.prompt_per_second, usage.generation_per_second,
             None if self.first_byte is None else round((self.first_byte - self.t0) * 1000, 3),
-            round((end - self.t0) * 1000, 3), self.error_message(),
+            round((end - self.t0) * 1000, 3), self.error_message() if self.error or status >= 400 else None,
         )
 
     def usage(self) -> Usage | None:
@@ -193,10 +190,10 @@ class Activity:
         return [tracked.to_json() for tracked in self._inflight.values()]
 
     def _log(self, tracked: Tracked, status: int, usage: Usage | None, end: float) -> None:
-        tracked._logged = (self.store.next_id(), status, usage, end)
-        self.store.add(tracked)
+        row = tracked.row(self.store.next_id(), status, usage, end)
+        self.store.add(row)
         if self.bus.active:
-            self.bus.publish(ACTIVITY, tracked.row().to_json())
+            self.bus.publish(ACTIVITY, row.to_json())
 
     def _session_id(self, headers: Mapping[str, str]) -> str | None:
         for name in self.session_headers:

@@ -15,7 +15,7 @@ import sqlite3
 import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, NamedTuple, Protocol
+from typing import Any, Iterable, NamedTuple
 
 FLUSH_DELAY = 1.0  # seconds rows wait before they are written together (queries flush first)
 FLUSH_ROWS = 500  # or this many, whichever comes first
@@ -46,19 +46,10 @@ class ActivityRow(NamedTuple):
     duration_ms: float
     error_msg: str | None
 
-    def row(self) -> ActivityRow:
-        return self
-
     def to_json(self) -> dict[str, Any]:
         record = self._asdict()
         record["timestamp"] = rfc3339(self.timestamp)
         return record
-
-
-class RowSource(Protocol):
-    """A finished request that builds its row only when the log is read or written."""
-
-    def row(self) -> ActivityRow: ...
 
 
 _COLUMNS = ", ".join(ActivityRow._fields)
@@ -135,14 +126,14 @@ class ActivityStore:
             self._db.execute("CREATE INDEX IF NOT EXISTS activity_time ON activity (timestamp)")
         (last,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM activity").fetchone()
         self.last_id: int = last
-        self._pending: list[RowSource] = []
+        self._pending: list[ActivityRow] = []
         self._flush_timer: asyncio.TimerHandle | None = None
 
     def next_id(self) -> int:
         self.last_id += 1
         return self.last_id
 
-    def add(self, row: RowSource) -> None:
+    def add(self, row: ActivityRow) -> None:
         """Queue ``row``: a file gets it within `FLUSH_DELAY` seconds, memory at the next query."""
         pending = self._pending
         pending.append(row)
@@ -160,8 +151,7 @@ class ActivityStore:
             self._flush_timer = None
         if not self._pending:
             return
-        sources, self._pending = self._pending, []
-        rows = [source.row() for source in sources]
+        rows, self._pending = self._pending, []
         placeholders = ", ".join("?" * len(ActivityRow._fields))
         with self._db:
             self._db.execute("BEGIN")

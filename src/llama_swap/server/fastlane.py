@@ -18,8 +18,6 @@ from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDict
-
 from llama_swap.config import Config, ModelConfig
 from llama_swap.observe.activity import Tracked
 from llama_swap.process import ProcessState
@@ -119,23 +117,21 @@ class FastLane:
         path = request.target.split(b"?", 1)[0]
         if path not in _FAST_PATHS:
             return False
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers]
-        )
-        length = headers.get("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return False
-        expect = headers.get("Expect")
-        if expect is not None and expect.lower() != "100-continue":
-            return False
-        request.headers = headers
+        for name, value in request.raw_headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                if not value.isdigit() or int(value) > self.max_body:
+                    return False
+            elif len(name) == 6 and name.lower() == b"expect":
+                if value.lower() != b"100-continue":
+                    return False
+                request.expects_continue = True
         return True
 
     async def serve(self, request: Incoming, conn: Connection) -> bool:
         """Answer ``request`` on ``conn``; False (with nothing sent) to leave it to aiohttp."""
         service = self._service
         plan = self.plan
-        headers: CIMultiDict[str] = request.headers  # type: ignore[assignment]
+        headers = request.headers
         strip: frozenset[bytes] = frozenset()
         if plan.digests is not None:
             found = presented_key(headers)

@@ -27,6 +27,8 @@ import httptools
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from llama_swap.rawheaders import RawHeaders
+
 if TYPE_CHECKING:
     from llama_swap.server.fastlane import FastLane
 
@@ -42,20 +44,21 @@ class Incoming:
     """One request as parsed: head, body so far, and whether the fast lane may take it."""
 
     __slots__ = ("method", "target", "version", "raw_headers", "headers", "keep_alive", "chunked", "body", "size",
-                 "complete", "fast")
+                 "complete", "fast", "expects_continue")
 
     def __init__(self) -> None:
         self.method = b""
         self.target = b""
         self.version = "1.1"
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.headers: Any = None  # a CIMultiDict, set by the fast lane when it takes the request
+        self.headers = RawHeaders(self.raw_headers)
         self.keep_alive = True
         self.chunked = False
         self.body: list[bytes] = []
         self.size = 0
         self.complete = False
         self.fast = False
+        self.expects_continue = False  # `Expect: 100-continue` (seen by the fast lane)
 
     def head_bytes(self) -> bytes:
         """The request line and headers as received, for the aiohttp handler."""
@@ -354,7 +357,7 @@ class Connection(asyncio.Protocol):
         if not request.fast:
             if len(self._queue) == 1 and self._task is None:
                 self._to_bridge()
-        elif request.headers.get("Expect", "").lower() == "100-continue":
+        elif request.expects_continue:
             self.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
