@@ -184,7 +184,8 @@ class Tap(Protocol):
 
     cancelled: bool  # set when an operator cancels the request; its handler is then cancelled
 
-    def respond(self, status: int, headers: CIMultiDictProxy[str]) -> None: ...
+    def respond(self, status: int, content_type: str, content_encoding: str) -> None:
+        """The answer's status and its `Content-Type` and `Content-Encoding` as sent."""
 
     def chunk(self, data: bytes) -> None: ...
 
@@ -220,7 +221,7 @@ async def forward(
 
 
 async def _whole(upstream: aiohttp.ClientResponse, *, model: str, tap: Tap) -> web.Response:
-    tap.respond(upstream.status, upstream.headers)
+    _respond(tap, upstream)
     try:
         body = await upstream.read()
     except _BROKE_OFF as exc:  # nothing was sent yet: a clean error instead of a cut-off body
@@ -244,7 +245,7 @@ async def relay(
     an SSE stream gets a final error event (the `openai` client raises it); other bodies
     are cut short, so the client sees a truncated response rather than a complete-looking one.
     """
-    tap.respond(upstream.status, upstream.headers)
+    _respond(tap, upstream)
     try:
         async for chunk in upstream.content.iter_any():
             tap.chunk(chunk)
@@ -260,6 +261,11 @@ async def relay(
         await _break_off(upstream, response, request, CANCELLED, 503)
         return
     await response.write_eof()
+
+
+def _respond(tap: Tap, upstream: aiohttp.ClientResponse) -> None:
+    headers = upstream.headers
+    tap.respond(upstream.status, headers.get("Content-Type", ""), headers.get("Content-Encoding", "identity"))
 
 
 async def _break_off(

@@ -14,17 +14,18 @@ class RawHeaders(Mapping[str, str]):
     """A read-only view of raw header pairs. Values are decoded as aiohttp decodes them
     (UTF-8, undecodable bytes kept as surrogates); the first of repeated headers wins."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_index")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self._raw = raw
+        self._index: dict[bytes, bytes] | None = None  # lower-case name -> first value, built when first asked
 
     def get(self, name: str, default: Any = None) -> Any:
-        key = name.lower().encode("latin-1")
-        for found, value in self._raw:
-            if len(found) == len(key) and found.lower() == key:
-                return value.decode("utf-8", "surrogateescape")
-        return default
+        index = self._index
+        if index is None:
+            index = self._index = {found.lower(): value for found, value in reversed(self._raw)}
+        value = index.get(name.lower().encode("latin-1"))
+        return default if value is None else value.decode("utf-8", "surrogateescape")
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)

@@ -19,8 +19,6 @@ from typing import Optional
 
 import httptools
 
-from llama_swap.rawheaders import RawHeaders
-
 IDLE_SECONDS = 4.0  # llama-server (cpp-httplib) closes idle connections after 5 s: drop ours first
 HIGH_WATER = 256 * 1024  # bytes buffered before the upstream's socket is paused
 LOW_WATER = 64 * 1024
@@ -34,7 +32,7 @@ class Exchange:
     """One request's answer: status and headers once `head` is done, then the body."""
 
     __slots__ = (
-        "status", "reason", "headers", "raw_headers", "content_length", "content_type", "keep_alive", "received",
+        "status", "reason", "raw_headers", "content_length", "content_type", "raw_content_type", "content_encoding", "keep_alive", "received",
         "head", "_conn", "_chunks", "_size", "_waiter", "_done", "_error", "_whole", "_until_close",
     )
 
@@ -43,9 +41,10 @@ class Exchange:
         self.status = 0
         self.reason = ""
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.headers = RawHeaders(self.raw_headers)
         self.content_length: int | None = None
-        self.content_type = ""
+        self.content_type = ""  # media type only, lower case (e.g. "text/event-stream")
+        self.raw_content_type = ""  # as sent
+        self.content_encoding = "identity"
         self.keep_alive = False
         self.received = False  # any byte of the answer arrived (a stale connection sends none)
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -224,7 +223,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:  # an interim answer (e.g. 100 Continue): the real one follows
             return
         raw = self._raw_headers
-        length = content_type = None
+        length = content_type = encoding = None
         chunked = False
         for name, value in raw:
             size = len(name)
@@ -234,14 +233,17 @@ class _Connection(asyncio.Protocol):
                 content_type = value
             elif size == 17 and name.lower() == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
+            elif size == 16 and name.lower() == b"content-encoding":
+                encoding = value
         exchange.status = status
         exchange.reason = b"".join(self._reason).decode("latin-1")
-        exchange.headers = RawHeaders(raw)
         exchange.raw_headers = raw
         exchange.content_length = int(length) if length is not None and length.isdigit() else None
-        exchange.content_type = (
-            content_type.split(b";", 1)[0].strip().lower().decode("latin-1") if content_type is not None else ""
-        )
+        if content_type is not None:
+            exchange.raw_content_type = content_type.decode("latin-1")
+            exchange.content_type = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+        if encoding is not None:
+            exchange.content_encoding = encoding.decode("latin-1").strip().lower()
         exchange.keep_alive = self._parser.should_keep_alive()
         exchange._until_close = exchange.content_length is None and not chunked and status not in (204, 304)
         exchange.head.set_result(None)

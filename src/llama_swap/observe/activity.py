@@ -66,12 +66,12 @@ class Tracked:
         self._error_body: bytearray | None = None
         self._published = 0.0
 
-    def respond(self, status: int, headers: Mapping[str, str]) -> None:
+    def respond(self, status: int, content_type: str, content_encoding: str) -> None:
         """The upstream's answer begins; decides how its chunks are looked at."""
         self.status = status
-        self.content_type = headers.get("Content-Type", "")
+        self.content_type = content_type
         if self.metered:
-            self.meter = meter_for(status, headers)
+            self.meter = meter_for(status, content_type, content_encoding)
         if status >= 400:
             self._error_body = bytearray()
 

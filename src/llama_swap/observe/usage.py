@@ -13,7 +13,7 @@ usage.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
@@ -42,11 +42,11 @@ class Usage(NamedTuple):
     accepted_tokens: int | None = None  # ... and how many of them were accepted
 
 
-def meter_for(status: int, headers: Mapping[str, str]) -> UsageMeter | None:
+def meter_for(status: int, content_type: str, content_encoding: str = "identity") -> UsageMeter | None:
     """A meter for a successful answer it can read; None (nothing to do per chunk) otherwise."""
-    if not 200 <= status < 300 or headers.get("Content-Encoding", "identity") != "identity":
+    if not 200 <= status < 300 or content_encoding != "identity":
         return None  # a compressed body would only be scanned in vain
-    kind = _kind(headers.get("Content-Type", ""))
+    kind = _kind(content_type)
     return UsageMeter(kind) if kind == _SSE or kind == _JSON else None
 
 

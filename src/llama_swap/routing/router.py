@@ -123,8 +123,7 @@ class Router:
         """Wait for an admitted ticket; a cancelled waiter leaves the queue (or hands back its grant)."""
         granted = ticket.granted
         if granted is None:
-            self._refresh_ttl(ticket.model)
-            return Lease(ticket.req, self.processes[ticket.model])
+            return self.granted(ticket)  # type: ignore[return-value]
         try:
             await granted
         except asyncio.CancelledError:
@@ -135,6 +134,13 @@ class Router:
             raise
         finally:
             self._waiting.pop(ticket.req, None)
+        self._refresh_ttl(ticket.model)
+        return Lease(ticket.req, self.processes[ticket.model])
+
+    def granted(self, ticket: Ticket) -> Lease | None:
+        """The lease of a ticket granted when admitted, without waiting; None if it must `wait`."""
+        if ticket.granted is not None:
+            return None
         self._refresh_ttl(ticket.model)
         return Lease(ticket.req, self.processes[ticket.model])
 

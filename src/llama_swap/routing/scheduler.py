@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, NamedTuple, Union
 
 from llama_swap.routing.policy import EvictionPolicy
 
@@ -33,9 +33,8 @@ class ModelState(StrEnum):
 ALIVE = frozenset({ModelState.STARTING, ModelState.READY, ModelState.STOPPING})
 
 
-@dataclass(frozen=True)
-class Grant:
-    """Request ``req`` may be served by its (ready) model now."""
+class Grant(NamedTuple):
+    """Request ``req`` may be served by its (ready) model now (a tuple: one per request)."""
 
     req: int
 

@@ -121,6 +121,8 @@ class FastLane:
             if len(name) == 14 and name.lower() == b"content-length":
                 if not value.isdigit() or int(value) > self.max_body:
                     return False
+            elif len(name) == 12 and name.lower() == b"content-type":
+                request.content_type = value
             elif len(name) == 6 and name.lower() == b"expect":
                 if value.lower() != b"100-continue":
                     return False
@@ -143,7 +145,7 @@ class FastLane:
         target = request.target.decode("latin-1")
         if target_problem(target) is not None:
             return False
-        content_type = headers.get("Content-Type", "")
+        content_type = request.content_type.decode("utf-8", "surrogateescape")
         body = b"".join(request.body)
         try:
             name = model_from_body(content_type, body)
@@ -169,7 +171,7 @@ class FastLane:
         lease = None
         exchange = None
         try:
-            lease = await service.router.wait(ticket)
+            lease = service.router.granted(ticket) or await service.router.wait(ticket)
             outgoing = _request_head(request, route.host_header, strip, conn.peer, len(body)) + body
             try:
                 exchange = await self._client.send(route.host, route.port, outgoing,
@@ -178,7 +180,7 @@ class FastLane:
                 service.activity.discard(tracked)
                 tracked = None
                 return False
-            tracked.respond(exchange.status, exchange.headers)
+            tracked.respond(exchange.status, exchange.raw_content_type, exchange.content_encoding)
             if _is_small(exchange):
                 try:
                     whole = await exchange.read()

@@ -44,7 +44,7 @@ class Incoming:
     """One request as parsed: head, body so far, and whether the fast lane may take it."""
 
     __slots__ = ("method", "target", "version", "raw_headers", "headers", "keep_alive", "chunked", "body", "size",
-                 "complete", "fast", "expects_continue")
+                 "complete", "fast", "expects_continue", "content_type")
 
     def __init__(self) -> None:
         self.method = b""
@@ -59,6 +59,7 @@ class Incoming:
         self.complete = False
         self.fast = False
         self.expects_continue = False  # `Expect: 100-continue` (seen by the fast lane)
+        self.content_type = b""  # (seen by the fast lane)
 
     def head_bytes(self) -> bytes:
         """The request line and headers as received, for the aiohttp handler."""
