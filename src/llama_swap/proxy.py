@@ -19,7 +19,7 @@ log = logging.getLogger("llama_swap.proxy")
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) plus those the client library must set itself.
 # `expect` is dropped because forwarding `Expect: 100-continue` hangs the upstream call.
-_REQUEST_DROP = frozenset(
+REQUEST_DROP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -35,7 +35,7 @@ _REQUEST_DROP = frozenset(
         "content-length",
     }
 )
-_RESPONSE_DROP = frozenset(
+RESPONSE_DROP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -46,7 +46,7 @@ STRIP_HEADERS = web.RequestKey("strip_headers", frozenset[str])
 
 
 WHOLE_BODY = 64 * 1024  # answers up to this size, with a Content-Length, are sent in one write
-_BODILESS = frozenset({204, 304})  # their headers must pass as they are
+BODILESS = frozenset({204, 304})  # their headers must pass as they are
 
 CANCELLED = "request cancelled through the llama-swap API"  # POST /api/inflight/{id}/cancel
 
@@ -89,7 +89,7 @@ def _end_to_end(headers: CIMultiDictProxy[str], hop_by_hop: frozenset[str]) -> C
 
 def _request_headers(request: web.Request) -> CIMultiDict[str]:
     strip = request.get(STRIP_HEADERS)
-    headers = _end_to_end(request.headers, _REQUEST_DROP if strip is None else _REQUEST_DROP | strip)
+    headers = _end_to_end(request.headers, REQUEST_DROP if strip is None else REQUEST_DROP | strip)
     peer = request.remote
     if peer:
         previous = request.headers.get("X-Forwarded-For")
@@ -98,7 +98,7 @@ def _request_headers(request: web.Request) -> CIMultiDict[str]:
 
 
 def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    headers = _end_to_end(upstream.headers, _RESPONSE_DROP)
+    headers = _end_to_end(upstream.headers, RESPONSE_DROP)
     if upstream.content_type == "text/event-stream":
         headers["X-Accel-Buffering"] = "no"  # tell nginx & co. not to buffer the stream
     return headers
@@ -209,7 +209,7 @@ async def forward(
         length = upstream.content_length
         if (
             length is not None and length <= WHOLE_BODY and request.method != "HEAD"
-            and upstream.status not in _BODILESS and upstream.content_type != "text/event-stream"
+            and upstream.status not in BODILESS and upstream.content_type != "text/event-stream"
         ):
             return await _whole(upstream, model=model, tap=tap)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))

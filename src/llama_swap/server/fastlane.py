@@ -21,32 +21,32 @@ from urllib.parse import urlsplit
 from llama_swap.config import Config, ModelConfig
 from llama_swap.observe.activity import Tracked
 from llama_swap.process import ProcessState
-from llama_swap.proxy import CANCELLED, broke_off_message, sse_error
+from llama_swap.proxy import (
+    BODILESS,
+    CANCELLED,
+    REQUEST_DROP,
+    RESPONSE_DROP,
+    WHOLE_BODY,
+    broke_off_message,
+    sse_error,
+)
 from llama_swap.routing.router import RouteError
+from llama_swap.server.app import MIB
 from llama_swap.server.auth import CARRIED_BY, key_digests, key_matches, presented_key, target_problem
 from llama_swap.server.errors import HTTPError, error_body
 from llama_swap.server.extract import model_from_body
 from llama_swap.server.filters import rewrite_request
 from llama_swap.server.front import Connection, Incoming
-from llama_swap.server.inference import INFERENCE_PATHS, route_error_headers
+from llama_swap.server.inference import CRASH_NOTICE_SECONDS, INFERENCE_PATHS, REPLAY_NOTICE, route_error_headers
 from llama_swap.server.service import Service
 from llama_swap.upstream_client import Exchange, UpstreamClient, UpstreamClosed
 
 log = logging.getLogger("llama_swap.proxy")
 
-MIB = 1 << 20
-WHOLE_BODY = 64 * 1024  # answers up to this size, with a Content-Length, go out in one write
 _FAST_PATHS = frozenset(path.encode() for path in INFERENCE_PATHS)
-# Request headers not sent upstream: hop-by-hop (RFC 9110 §7.6.1) and those re-framed here.
-_REQUEST_DROP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection", b"te",
-     b"trailer", b"transfer-encoding", b"upgrade", b"expect", b"host", b"content-length"}
-)  # fmt: skip
-_RESPONSE_DROP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-connection", b"te", b"trailer",
-     b"transfer-encoding", b"upgrade"}
-)  # fmt: skip
-_BODILESS = frozenset({204, 304})
+# The aiohttp path's header rules, as the bytes the fast lane compares.
+_REQUEST_DROP = frozenset(name.encode() for name in REQUEST_DROP)
+_RESPONSE_DROP = frozenset(name.encode() for name in RESPONSE_DROP)
 _END = b"0\r\n\r\n"
 
 
@@ -179,6 +179,8 @@ class FastLane:
             except OSError:  # refused, reset, timed out: the aiohttp path replays or explains
                 service.activity.discard(tracked)
                 tracked = None
+                if await process.died(within=CRASH_NOTICE_SECONDS):
+                    log.warning(REPLAY_NOTICE, model_id)
                 return False
             tracked.respond(exchange.status, exchange.raw_content_type, exchange.content_encoding)
             if _is_small(exchange):
@@ -220,13 +222,13 @@ def _is_small(exchange: Exchange) -> bool:
     """A small answer of known length, not a stream: read whole and sent in one write."""
     length = exchange.content_length
     return (length is not None and length <= WHOLE_BODY and exchange.content_type != "text/event-stream"
-            and exchange.status not in _BODILESS)
+            and exchange.status not in BODILESS)
 
 
 async def _relay(exchange: Exchange, conn: Connection, tracked: Tracked, keep_alive: bool, model_id: str) -> None:
     """Relay the answer chunk by chunk as it arrives. If the upstream breaks off, or an
     operator cancels the request, the answer is ended so that it cannot pass for whole."""
-    chunked = exchange.content_length is None and exchange.status not in _BODILESS
+    chunked = exchange.content_length is None and exchange.status not in BODILESS
     sse = exchange.content_type == "text/event-stream"
     conn.write(_response_head(exchange, keep_alive, chunked=chunked))
     try:

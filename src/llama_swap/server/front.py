@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from llama_swap.rawheaders import RawHeaders
+from llama_swap.server.errors import error_body
 
 if TYPE_CHECKING:
     from llama_swap.server.fastlane import FastLane
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llama_swap.server")
 
 IDLE_SECONDS = 75.0  # a kept-alive connection with no request for this long is closed (aiohttp's default)
-_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _END_CHUNKS = b"0\r\n\r\n"
 
@@ -296,7 +297,7 @@ class Connection(asyncio.Protocol):
     def _bad_request(self, exc: Exception) -> None:
         """A request that cannot be parsed: 400 if nothing else is being answered, then close."""
         if self._task is None and (self._bridge is None or self._handed == self._answered):
-            message = f"Bad Request: {exc}".encode("utf-8", "replace")
+            message = error_body(f"malformed HTTP request: {exc}")
             self.write(_BAD_REQUEST + b"Content-Length: %d\r\n\r\n" % len(message) + message)
         log.debug("Error handling request from %s: malformed HTTP: %s", self.peer, exc)
         self.close()

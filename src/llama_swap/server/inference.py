@@ -31,6 +31,7 @@ INFERENCE_PATHS = frozenset(
 
 SERVICE = web.AppKey("service", Service)
 CRASH_NOTICE_SECONDS = 1.0  # how long a failed connection waits to learn whether the upstream died
+REPLAY_NOTICE = "[%s] upstream died before answering; restarting it to replay the request"
 
 log = logging.getLogger("llama_swap.server")
 
@@ -88,7 +89,7 @@ async def serve(
                 return response
             except UpstreamUnavailable as exc:
                 if attempt == 1 and not exc.timed_out and await process.died(within=CRASH_NOTICE_SECONDS):
-                    log.warning("[%s] upstream died before answering; restarting it to replay the request", model)
+                    log.warning(REPLAY_NOTICE, model)
                     continue  # nothing reached the client yet: it never sees the crash
                 status = 502
                 tracked.error = str(exc)
