@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from typing import Any, Coroutine
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -186,6 +187,10 @@ class Service:
             log.info("[%s] preloaded", model)
 
     def _state_changed(self, model: str, state: ProcessState) -> None:
+        if state is ProcessState.STOPPING:
+            address = urlsplit(self.processes[model].config.proxy)
+            if address.hostname:
+                self.upstreams.close_idle(address.hostname, address.port or 80)
         self.metrics.set_state(model, state)
         log.debug("[%s] state %s", model, state.value)
         self.publish_status()
