@@ -140,11 +140,13 @@ class ModelSeries:
     def record_usage(self, usage: Usage) -> None:
         """Count what one request's upstream reported; what it did not report is left out."""
         tokens = self.tokens
-        for kind, count in (
-            ("prompt", usage.prompt_tokens), ("generated", usage.generated_tokens), ("cached", usage.cached_tokens)
-        ):
-            if count is not None:
-                tokens[kind] = tokens.get(kind, 0) + count
+        prompt, generated, cached = usage.prompt_tokens, usage.generated_tokens, usage.cached_tokens
+        if prompt is not None:
+            tokens["prompt"] = tokens.get("prompt", 0) + prompt
+        if generated is not None:
+            tokens["generated"] = tokens.get("generated", 0) + generated
+        if cached is not None:
+            tokens["cached"] = tokens.get("cached", 0) + cached
         if usage.prompt_per_second is not None:
             if self.prompt_rate is None:
                 self.prompt_rate = _Histogram(_RATE_BUCKETS)

@@ -64,7 +64,8 @@ class UsageMeter:
         kind = content_type if content_type == _SSE or content_type == _JSON else _kind(content_type)
         self._max = max_body
         self._partial = b""  # SSE: the line the last chunk ended in the middle of
-        self._body = bytearray()  # JSON: the body so far
+        self._body: list[bytes] = []  # JSON: the body so far, as it came (usually one chunk)
+        self._size = 0
         self._prompt: int | None = None
         self._generated: int | None = None
         self._cached: int | None = None
@@ -82,8 +83,8 @@ class UsageMeter:
         if self._partial:  # a last line without its newline
             self._scan_sse(b"\n")
         if self._body:
-            self._take_json(self._body)
-            self._body = bytearray()
+            body, self._body = self._body, []
+            self._take_json(body[0] if len(body) == 1 else b"".join(body))
         return _combine(self._prompt, self._generated, self._cached, self._timings, self._metrics)
 
     def _ignore(self, chunk: bytes) -> None:
@@ -113,13 +114,14 @@ class UsageMeter:
             self._take_event(event)
 
     def _keep_json(self, chunk: bytes) -> None:
-        if len(self._body) + len(chunk) > self._max:
-            self._body = bytearray()
+        self._size += len(chunk)
+        if self._size > self._max:
+            self._body = []
             self.feed = self._ignore
             return
-        self._body += chunk
+        self._body.append(chunk)
 
-    def _take_json(self, body: bytearray) -> None:
+    def _take_json(self, body: bytes) -> None:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -177,6 +179,8 @@ def _combine(
     metrics: dict[str, Any] | None,
 ) -> Usage | None:
     """llama.cpp's `timings` override the counts and give the rates; vLLM's `metrics` give rates."""
+    if timings is None and metrics is None:  # plain `usage` counts (OpenAI style): no rates
+        return None if prompt is None and generated is None and cached is None else Usage(prompt, generated, cached)
     prompt_rate: float | None = None
     generation_rate: float | None = None
     draft: int | None = None
