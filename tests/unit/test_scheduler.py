@@ -45,6 +45,28 @@ def test_ready_model_is_served_at_once() -> None:
     assert s.inflight("a") == 2
 
 
+def test_serve_now_grants_what_request_would_grant_at_once() -> None:
+    s = make(limits={"a": 2})
+    assert not s.serve_now(1, "a")  # stopped: a start is needed
+    ready(s, "a", 1)
+    assert s.serve_now(2, "a") and s.inflight("a") == 2
+    assert not s.serve_now(3, "a")  # at its limit: `request` answers the 429
+    assert s.request(3, "a")[0] == Fail(3, 429, "too many requests for model 'a' (concurrency limit 2)")
+    assert s.finished(2) == [] and s.inflight("a") == 1 and s.idle("a") is False
+    assert s.finished(1) == [] and s.idle("a")
+
+
+def test_serve_now_defers_to_the_queue_and_to_swaps() -> None:
+    s = make()
+    ready(s, "a", 1)
+    assert s.request(2, "b") == []  # queued: it must evict "a", which is busy
+    assert not s.serve_now(3, "a")  # a newcomer for "a" may not jump ahead of it
+    s.finished(1)
+    assert not s.serve_now(4, "a")  # "a" is being stopped for "b"
+    s.shutdown()
+    assert not s.serve_now(5, "b")
+
+
 def test_requests_beyond_the_default_limit_of_ten_are_rejected_while_joining() -> None:
     s = make()
     actions = [a for req in range(1, 13) for a in s.request(req, "a")]

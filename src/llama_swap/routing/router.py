@@ -89,9 +89,11 @@ class Router:
 
         The ticket must then be passed to `wait`, which is where it is granted or failed.
         """
+        req = next(self._ids)
+        if counted and self._scheduler.serve_now(req, model):
+            return Ticket(req, model, None)  # served at once (the common case): nothing to wait for
         if counted:
             self._check_backoff(model)
-        req = next(self._ids)
         actions = self._scheduler.request(req, model, counted=counted)
         if len(actions) == 1 and type(actions[0]) is Grant and actions[0].req == req:
             return Ticket(req, model, None)  # served at once (the common case): nothing to wait for
