@@ -77,7 +77,8 @@ async def serve(
                 request, service, model, path_qs, body, requested=requested, tap=tracked
             )
             return response
-        for attempt in (1, 2):
+        replayed = False
+        while True:  # one replay at most: an upstream that died before answering is restarted
             lease = await service.router.acquire(model, counted=counted)
             try:
                 process = lease.process
@@ -88,8 +89,9 @@ async def serve(
                 status = response.status
                 return response
             except UpstreamUnavailable as exc:
-                if attempt == 1 and not exc.timed_out and await process.died(within=CRASH_NOTICE_SECONDS):
+                if not replayed and not exc.timed_out and await process.died(within=CRASH_NOTICE_SECONDS):
                     log.warning(REPLAY_NOTICE, model)
+                    replayed = True
                     continue  # nothing reached the client yet: it never sees the crash
                 status = 502
                 tracked.error = str(exc)
@@ -97,7 +99,6 @@ async def serve(
                 raise HTTPError(502, str(exc)) from exc
             finally:
                 service.router.release(lease)
-        raise AssertionError("unreachable: the second attempt returns or raises")
     except RouteError as exc:  # refused or failed before any answer began
         status = exc.status
         tracked.error = exc.message
