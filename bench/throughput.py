@@ -94,19 +94,22 @@ def measure(
             "service_peak_rss_mb": round(peak_rss, 1),
         }
         if floors:
-            f = _median_run(floors)
-            entry["floor"] = f.as_dict()
-            entry["floor_added_p50_us"] = f.p50_us - d.p50_us
-            entry["floor_cpu_us_per_request"] = round(median(floor_cpu_us), 1)
-            entry["floor_errors"] = sum(run.errors for run in floors)
+            entry.update(_floor_entry("floor", floors, floor_cpu_us, d))
             entry["service_cpu_vs_floor"] = round(cpu / median(floor_cpu_us), 2)
         if asgi:
-            a = _median_run(asgi)
-            entry["asgi_floor"] = a.as_dict()
-            entry["asgi_floor_added_p50_us"] = a.p50_us - d.p50_us
-            entry["asgi_floor_cpu_us_per_request"] = round(median(asgi_cpu_us), 1)
-            entry["asgi_floor_errors"] = sum(run.errors for run in asgi)
+            entry.update(_floor_entry("asgi_floor", asgi, asgi_cpu_us, d))
             if floors:
                 entry["asgi_floor_vs_floor_cpu"] = round(median(asgi_cpu_us) / median(floor_cpu_us), 3)
         results[f"c{conns}"] = entry
     return results
+
+
+def _floor_entry(key: str, runs: list[WrkResult], cpu_us: list[float], direct: WrkResult) -> dict[str, object]:
+    """One floor's figures in a throughput entry, its keys prefixed with ``key``."""
+    median_run = _median_run(runs)
+    return {
+        key: median_run.as_dict(),
+        f"{key}_added_p50_us": median_run.p50_us - direct.p50_us,
+        f"{key}_cpu_us_per_request": round(median(cpu_us), 1),
+        f"{key}_errors": sum(run.errors for run in runs),
+    }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Optional
 
 import httptools
 
@@ -32,8 +31,9 @@ class Exchange:
     """One request's answer: status and headers once `head` is done, then the body."""
 
     __slots__ = (
-        "status", "reason", "raw_headers", "content_length", "content_type", "raw_content_type", "content_encoding", "keep_alive", "received",
-        "head", "_conn", "_chunks", "_size", "_waiter", "_done", "_error", "_whole", "_until_close",
+        "status", "reason", "raw_headers", "content_length", "content_type", "raw_content_type", "content_encoding",
+        "keep_alive", "received", "head", "_conn", "_chunks", "_size", "_waiter", "_done", "_error", "_whole",
+        "_until_close",
     )
 
     def __init__(self, conn: _Connection) -> None:
@@ -50,7 +50,7 @@ class Exchange:
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
-        self._waiter: Optional[asyncio.Future[None]] = None
+        self._waiter: asyncio.Future[None] | None = None
         self._done = False
         self._error: BaseException | None = None
         self._whole = False
@@ -133,19 +133,16 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        self.used = False  # has answered before: a failure to answer may mean it went stale
         self.closed = False
         self._paused = False
         self.idle_since = 0.0  # when it went back to the pool
         self._reason: list[bytes] = []
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._head_only = False
 
     # -- used by the pool and the exchange
 
-    def send(self, data: bytes, *, head_only: bool) -> Exchange:
+    def send(self, data: bytes) -> Exchange:
         self.exchange = Exchange(self)
-        self._head_only = head_only
         assert self.transport is not None
         self.transport.write(data)
         return self.exchange
@@ -156,7 +153,6 @@ class _Connection(asyncio.Protocol):
         self.exchange = None
         self.resume()
         if reusable and exchange.keep_alive and not self.closed:
-            self.used = True
             self.idle_since = asyncio.get_running_loop().time()
             self._pool.put(self)
         else:
@@ -247,12 +243,9 @@ class _Connection(asyncio.Protocol):
         exchange.keep_alive = self._parser.should_keep_alive()
         exchange._until_close = exchange.content_length is None and not chunked and status not in (204, 304)
         exchange.head.set_result(None)
-        if self._head_only:  # the answer to HEAD has no body, whatever its headers say
-            exchange.keep_alive = False
-            exchange._complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.exchange is not None and not self._head_only:
+        if self.exchange is not None:
             self.exchange._feed(body)
 
     def on_message_complete(self) -> None:
@@ -268,10 +261,9 @@ class UpstreamClient:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._all: set[_Connection] = set()
 
-    async def send(
-        self, host: str, port: int, data: bytes, *, head_only: bool = False, connect_timeout: float | None = None
-    ) -> Exchange:
-        """Send one framed request (head and body) and wait for the answer's head.
+    async def send(self, host: str, port: int, data: bytes, *, connect_timeout: float | None = None) -> Exchange:
+        """Send one framed request (head and body; never HEAD: its answer would be read as
+        having the body its headers announce) and wait for the answer's head.
 
         Raises `OSError` (refused, unreachable, `TimeoutError` on the connect deadline) or
         `UpstreamClosed` when no answer began. A reused connection that the upstream had
@@ -283,7 +275,7 @@ class UpstreamClient:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(key, connect_timeout)
-            exchange = conn.send(data, head_only=head_only)
+            exchange = conn.send(data)
             try:
                 await exchange.head
             except UpstreamClosed:

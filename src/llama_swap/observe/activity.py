@@ -104,7 +104,7 @@ class Tracked:
             usage.prompt_tokens, usage.generated_tokens, usage.cached_tokens, usage.draft_tokens,
             usage.accepted_tokens, usage.prompt_per_second, usage.generation_per_second,
             None if self.first_byte is None else round((self.first_byte - self.t0) * 1000, 3),
-            round((end - self.t0) * 1000, 3), self.error_message() if self.error or status >= 400 else None,
+            round((end - self.t0) * 1000, 3), self.error_message(),
         )
 
     def usage(self) -> Usage | None:
@@ -143,7 +143,7 @@ class Activity:
     ) -> Tracked:
         tracked = Tracked(
             self, next(self._ids), model, method, path, self.metrics.series(model), label=label, metered=metered,
-            headers=headers, remote=remote, session_id=self._session_id(headers) if self.session_headers else None,
+            headers=headers, remote=remote, session_id=self._session_id(headers),
         )
         self._inflight[tracked.id] = tracked
         tracked.series.inflight += 1

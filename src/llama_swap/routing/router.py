@@ -94,12 +94,9 @@ class Router:
             return Ticket(req, model, None)  # served at once (the common case): nothing to wait for
         if counted:
             self._check_backoff(model)
-        actions = self._scheduler.request(req, model, counted=counted)
-        if len(actions) == 1 and type(actions[0]) is Grant and actions[0].req == req:
-            return Ticket(req, model, None)  # served at once (the common case): nothing to wait for
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[req] = granted
-        self._apply(actions)
+        self._apply(self._scheduler.request(req, model, counted=counted))
         if granted.done() and granted.exception() is not None:
             del self._waiting[req]
             raise granted.exception()  # type: ignore[misc]
@@ -123,9 +120,11 @@ class Router:
 
     async def wait(self, ticket: Ticket) -> Lease:
         """Wait for an admitted ticket; a cancelled waiter leaves the queue (or hands back its grant)."""
+        lease = self.granted(ticket)
+        if lease is not None:
+            return lease
         granted = ticket.granted
-        if granted is None:
-            return self.granted(ticket)  # type: ignore[return-value]
+        assert granted is not None
         try:
             await granted
         except asyncio.CancelledError:
@@ -136,13 +135,13 @@ class Router:
             raise
         finally:
             self._waiting.pop(ticket.req, None)
-        self._refresh_ttl(ticket.model)
-        return Lease(ticket.req, self.processes[ticket.model])
+        return self._lease(ticket)
 
     def granted(self, ticket: Ticket) -> Lease | None:
         """The lease of a ticket granted when admitted, without waiting; None if it must `wait`."""
-        if ticket.granted is not None:
-            return None
+        return self._lease(ticket) if ticket.granted is None else None
+
+    def _lease(self, ticket: Ticket) -> Lease:
         self._refresh_ttl(ticket.model)
         return Lease(ticket.req, self.processes[ticket.model])
 

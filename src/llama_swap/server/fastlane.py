@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -33,10 +32,10 @@ from llama_swap.proxy import (
 from llama_swap.routing.router import RouteError
 from llama_swap.server.app import MIB
 from llama_swap.server.auth import CARRIED_BY, key_digests, key_matches, presented_key, target_problem
-from llama_swap.server.errors import HTTPError, error_body
+from llama_swap.server.errors import HTTPError
 from llama_swap.server.extract import model_from_body
 from llama_swap.server.filters import rewrite_request
-from llama_swap.server.front import Connection, Incoming
+from llama_swap.server.front import END_CHUNKS, Connection, Incoming, chunk, error_answer, reason_phrase
 from llama_swap.server.inference import CRASH_NOTICE_SECONDS, INFERENCE_PATHS, REPLAY_NOTICE, route_error_headers
 from llama_swap.server.service import Service
 from llama_swap.upstream_client import Exchange, UpstreamClient, UpstreamClosed
@@ -47,7 +46,6 @@ _FAST_PATHS = frozenset(path.encode() for path in INFERENCE_PATHS)
 # The aiohttp path's header rules, as the bytes the fast lane compares.
 _REQUEST_DROP = frozenset(name.encode() for name in REQUEST_DROP)
 _RESPONSE_DROP = frozenset(name.encode() for name in RESPONSE_DROP)
-_END = b"0\r\n\r\n"
 
 
 class _Route(NamedTuple):
@@ -200,14 +198,14 @@ class FastLane:
             status = exc.status
             if tracked is not None:
                 tracked.error = exc.message
-            conn.write(_error(exc.status, exc.message, route_error_headers(exc), request.keep_alive))
+            conn.write(error_answer(exc.status, exc.message, route_error_headers(exc), keep_alive=request.keep_alive))
             return True
         except asyncio.CancelledError:
             if tracked is None or not tracked.cancelled:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             status = 503
-            conn.write(_error(503, CANCELLED, None, request.keep_alive))
+            conn.write(error_answer(503, CANCELLED, keep_alive=request.keep_alive))
             return True
         finally:
             if exchange is not None:
@@ -232,9 +230,9 @@ async def _relay(exchange: Exchange, conn: Connection, tracked: Tracked, keep_al
     sse = exchange.content_type == "text/event-stream"
     conn.write(_response_head(exchange, keep_alive, chunked=chunked))
     try:
-        async for chunk in exchange:
-            tracked.chunk(chunk)
-            conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        async for data in exchange:
+            tracked.chunk(data)
+            conn.write(chunk(data) if chunked else data)
             if conn.paused:
                 await conn.drain()
     except UpstreamClosed as exc:
@@ -248,7 +246,7 @@ async def _relay(exchange: Exchange, conn: Connection, tracked: Tracked, keep_al
         _break_off(conn, sse, chunked, CANCELLED, 503)
         return
     if chunked:
-        conn.write(_END)
+        conn.write(END_CHUNKS)
 
 
 CARRIED_BY_BYTES = {scheme: frozenset(name.encode() for name in names) for scheme, names in CARRIED_BY.items()}
@@ -296,7 +294,7 @@ def _response_head(exchange: Exchange, keep_alive: bool, *, chunked: bool) -> by
     for name, value in exchange.raw_headers:
         if name.lower() == b"connection":
             drop = drop | _tokens(value)
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, (exchange.reason or _reason(status)).encode("latin-1"))]
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, (exchange.reason or reason_phrase(status)).encode("latin-1"))]
     for name, value in exchange.raw_headers:
         if name.lower() not in drop:
             lines += (name, b": ", value, b"\r\n")
@@ -314,26 +312,6 @@ def _break_off(conn: Connection, sse: bool, chunked: bool, message: str, code: i
     """End an answer that cannot be completed so that the client cannot take it for whole:
     an SSE stream gets an error event (the `openai` client raises it); other bodies are cut."""
     if sse and chunked:
-        event = sse_error(message, code)
-        conn.write(b"%x\r\n%s\r\n" % (len(event), event) + _END)
+        conn.write(chunk(sse_error(message, code)) + END_CHUNKS)
     else:
         conn.close()
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None, keep_alive: bool) -> bytes:
-    body = error_body(message)
-    lines = [b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
-        status, _reason(status).encode(), len(body))]
-    for name, value in (headers or {}).items():
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if not keep_alive:
-        lines.append(b"Connection: close\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines) + body
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""

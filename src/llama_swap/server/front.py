@@ -21,7 +21,8 @@ import asyncio
 import collections
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httptools
 from aiohttp import web
@@ -36,9 +37,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("llama_swap.server")
 
 IDLE_SECONDS = 75.0  # a kept-alive connection with no request for this long is closed (aiohttp's default)
-_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_END_CHUNKS = b"0\r\n\r\n"
+END_CHUNKS = b"0\r\n\r\n"  # the last chunk of a chunked body
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` framed as one chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def error_answer(status: int, message: str, headers: Mapping[str, str] | None = None, *, keep_alive: bool) -> bytes:
+    """A whole answer carrying the service's own error, `{"error": message}`, as the aiohttp
+    side's `error_response` gives it."""
+    body = error_body(message)
+    lines = [b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+        status, reason_phrase(status).encode(), len(body))]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not keep_alive:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines) + body
 
 
 class Incoming:
@@ -71,7 +97,7 @@ class Incoming:
 
     def body_bytes(self, data: bytes) -> bytes:
         """Body bytes in the framing the head announced (llhttp hands them over de-chunked)."""
-        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked and data else data
+        return chunk(data) if self.chunked and data else data
 
 
 class _BridgeTransport(asyncio.Transport):
@@ -251,7 +277,7 @@ class Connection(asyncio.Protocol):
             if body:
                 handler.data_received(request.body_bytes(body))
             if request.complete and request.chunked:
-                handler.data_received(_END_CHUNKS)
+                handler.data_received(END_CHUNKS)
         self._queue.clear()
 
     def _hand(self, request: Incoming) -> None:
@@ -297,8 +323,7 @@ class Connection(asyncio.Protocol):
     def _bad_request(self, exc: Exception) -> None:
         """A request that cannot be parsed: 400 if nothing else is being answered, then close."""
         if self._task is None and (self._bridge is None or self._handed == self._answered):
-            message = error_body(f"malformed HTTP request: {exc}")
-            self.write(_BAD_REQUEST + b"Content-Length: %d\r\n\r\n" % len(message) + message)
+            self.write(error_answer(400, f"malformed HTTP request: {exc}", keep_alive=False))
         log.debug("Error handling request from %s: malformed HTTP: %s", self.peer, exc)
         self.close()
 
@@ -382,7 +407,7 @@ class Connection(asyncio.Protocol):
         request.complete = True
         if self._bridge is not None and not request.fast:
             if request.chunked:
-                self._bridge.data_received(_END_CHUNKS)
+                self._bridge.data_received(END_CHUNKS)
             return
         self._next()
 
