@@ -8,19 +8,9 @@ import time
 
 import pytest
 
+from llama_swap.config.matrix import AllOf, AnyOf, DslError, Expr, Leaf, Ref, compile_sets, parse
 from llama_swap.config.routing import MatrixSpec, parse_routing
-from llama_swap.routing.matrix import (
-    AllOf,
-    AnyOf,
-    Decision,
-    DslError,
-    Expr,
-    Leaf,
-    MatrixPolicy,
-    Ref,
-    compile_sets,
-    parse,
-)
+from llama_swap.routing.matrix import Decision, MatrixPolicy
 from llama_swap.routing.scheduler import Scheduler, StartSwap
 
 

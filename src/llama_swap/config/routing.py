@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_swap.routing.matrix import DslError, Expr, compile_sets
+from llama_swap.config.matrix import DslError, Expr, compile_sets
 
 DEFAULT_GROUP = "(default)"
 _VAR_NAME = re.compile(r"[a-zA-Z0-9.-]{1,32}")
