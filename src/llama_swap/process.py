@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from llama_swap.config import ModelConfig
-from llama_swap.proxy import Deadlines, deadlines
 from llama_swap.reaper import Reaper
 from llama_swap.redact import redact_argv
+from llama_swap.wire.upstream import Upstream, address
 
 log = logging.getLogger("llama_swap.process")
 upstream_log = logging.getLogger("llama_swap.upstream")
@@ -150,8 +150,12 @@ class ModelProcess:
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[bool] | None = None
         self._monitor: asyncio.Task[None] | None = None
+        # cmdStop helpers being waited on: held so the loop cannot collect them mid-wait.
+        self._stoppers: set[asyncio.Task[int]] = set()
         self._lock = asyncio.Lock()
         self._stop_requested = False
+        self._upstream_of: ModelConfig | None = None
+        self._upstream: Upstream
 
     # ----------------------------------------------------------------- queries
     @property
@@ -163,13 +167,15 @@ class ModelProcess:
         return self._proc.pid if self._proc is not None else None
 
     @property
-    def deadlines(self) -> Deadlines:
-        timeouts = self.config.timeouts
-        return deadlines(timeouts.connect, timeouts.response_header)
-
-    @property
-    def base_url(self) -> str:
-        return self.config.proxy.rstrip("/")
+    def upstream(self) -> Upstream:
+        """Where its server listens and how to talk to it, read once per config (a reload
+        of an unchanged model replaces its config object)."""
+        if self._upstream_of is not self.config:
+            timeouts = self.config.timeouts
+            self._upstream = address(self.config.proxy, connect=timeouts.connect, tls_handshake=timeouts.tls_handshake,
+                                     response_header=timeouts.response_header, keepalive=timeouts.keepalive)
+            self._upstream_of = self.config
+        return self._upstream
 
     def tail(self, lines: int = TAIL_LINES) -> list[str]:
         return list(self.output)[-lines:]
@@ -280,6 +286,7 @@ class ModelProcess:
         proc = self._proc
         assert proc is not None
         exited = asyncio.ensure_future(proc.wait())
+        probe: asyncio.Task[bool] | None = None
         try:
             if self.config.check_url is None:
                 return
@@ -302,8 +309,10 @@ class ModelProcess:
                 if probe.result():
                     return
                 interval = min(interval * 1.5, MAX_POLL)
-        finally:
+        finally:  # an aborted start must not leave these running unreferenced
             exited.cancel()
+            if probe is not None:
+                probe.cancel()
 
     async def _probe(self, timeout: float) -> bool:
         assert self.config.check_url is not None
@@ -390,6 +399,10 @@ class ModelProcess:
                     await asyncio.wait({exited}, timeout=STOP_POLL)
         finally:
             exited.cancel()
+            # The grace period is over: a cmdStop still running has nothing left to do
+            # (SIGKILL follows), so stop waiting on it; the child watcher still reaps it.
+            for stopper in self._stoppers:
+                stopper.cancel()
         _killpg(pgid, signal.SIGKILL)
         if proc.returncode is None:
             proc.kill()
@@ -424,7 +437,9 @@ class ModelProcess:
             log.warning("[%s] cmdStop failed (%s); sending SIGTERM", self.id, exc)
             _killpg(proc.pid, signal.SIGTERM)
             return
-        asyncio.ensure_future(stopper.wait())  # reaped in the background; never blocks a stop
+        waiter = asyncio.ensure_future(stopper.wait())  # in the background; never blocks a stop
+        self._stoppers.add(waiter)
+        waiter.add_done_callback(self._stoppers.discard)
 
     def _set_state(self, state: ProcessState) -> None:
         if state is self._state:

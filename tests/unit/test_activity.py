@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from llama_swap.observe.activity import ERROR_MESSAGE, Activity, Tracked
+from llama_swap.observe.activity import CANCELLED, ERROR_MESSAGE, Activity, Tracked
 from llama_swap.observe.events import ACTIVITY, INFLIGHT, EventBus
 from llama_swap.observe.logbuffer import Subscription
 from llama_swap.observe.metrics import Metrics
 from llama_swap.observe.store import ActivityQuery, ActivityRow, ActivityStore
-from llama_swap.proxy import CANCELLED
 
 CHAT = "/v1/chat/completions"
 SESSION_HEADERS = ["X-Session-Id", "X-Chat-Id"]

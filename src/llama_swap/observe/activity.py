@@ -20,12 +20,12 @@ from llama_swap.observe.events import ACTIVITY, INFLIGHT, EventBus
 from llama_swap.observe.metrics import Metrics, ModelSeries
 from llama_swap.observe.store import ActivityRow, ActivityStore
 from llama_swap.observe.usage import Usage, UsageMeter, meter_for
-from llama_swap.proxy import CANCELLED
 
 _NO_USAGE = Usage()
 PROGRESS_EVERY = 0.25  # seconds between `inflight` updates of one streaming request
 ERROR_BODY = 2048  # bytes of an error answer kept to quote its message
 ERROR_MESSAGE = 500  # characters of it shown
+CANCELLED = "request cancelled through the llama-swap API"  # POST /api/inflight/{id}/cancel
 
 
 class Tracked:

@@ -1,0 +1,136 @@
+"""The one relay: an upstream's answer to the client, unbuffered, through the request's tap.
+
+Every answer from a model's server reaches its client here, whichever way the request came
+(an inference path, `/upstream/…`, the continuation of a loading stream). A small answer of
+known length is read whole and written with its head in one write; anything else goes on
+chunk by chunk as it arrives, with backpressure both ways. Each chunk goes to the tap before
+the client (the upstream did the work even if the client is gone).
+
+An answer that cannot be completed is ended so that the client cannot take it for whole: an
+SSE stream gets a final error event (the `openai` client raises it), other bodies are cut.
+A client that leaves after the last byte was written has had a whole answer: it counts as
+delivered, not as a client gone away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import orjson
+
+from llama_swap.wire.framing import END_CHUNKS, chunk, head
+from llama_swap.wire.headers import response_fields
+from llama_swap.wire.upstream import Exchange, UpstreamClosed
+
+log = logging.getLogger("llama_swap.proxy")
+
+WHOLE_BODY = 64 * 1024  # answers up to this size, with a Content-Length, are sent in one write
+BODILESS = frozenset({204, 304})  # their fields must pass as they are
+SSE = "text/event-stream"
+_NO_BUFFERING = (b"X-Accel-Buffering", b"no")  # tells nginx & co. not to buffer a stream
+
+
+class Tap(Protocol):
+    """What the relay reports an answer to (the request's accounting) as it passes."""
+
+    cancelled: bool  # set when an operator cancels the request; its task is then cancelled
+    error: str | None  # why it failed, if it did (an operator's cancel sets it)
+
+    def respond(self, status: int, content_type: str, content_encoding: str) -> None:
+        """The answer's status and its `Content-Type` and `Content-Encoding` as sent."""
+
+    def chunk(self, data: bytes) -> None: ...
+
+
+class Client(Protocol):
+    """The client's side of the connection, as the relay writes to it."""
+
+    paused: bool  # its socket buffer is full: `drain` before writing more
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BrokeOff(Exception):
+    """The upstream's answer ended early, before anything of it reached the client."""
+
+
+def broke_off_message(model: str) -> str:
+    return f"upstream '{model}' stopped in the middle of the response"
+
+
+def sse_error(message: str, code: int) -> bytes:
+    """An SSE event carrying an error, which the `openai` client raises as `APIError`."""
+    payload = {"error": {"message": message, "type": "server_error", "code": code}}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def relay(exchange: Exchange, client: Client, tap: Tap, *, keep_alive: bool, model: str) -> int:
+    """Write ``exchange``'s answer to ``client``; the status to account for it once its last
+    byte is written (502 or 503 when it was ended early, with ``tap.error`` saying why).
+
+    Raises `BrokeOff` when a small answer broke off before anything was sent (the caller
+    answers instead), `asyncio.CancelledError` when the client left before the end.
+    """
+    status = exchange.status
+    tap.respond(status, exchange.raw_content_type, exchange.content_encoding)
+    if exchange.bodiless or status in BODILESS:  # fields as they are, no body
+        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers), keep_alive=keep_alive))
+        return status
+    length = exchange.content_length
+    sse = exchange.content_type == SSE
+    if length is not None and length <= WHOLE_BODY and not sse:
+        try:
+            whole = await exchange.read()
+        except UpstreamClosed as exc:
+            raise BrokeOff(f"{broke_off_message(model)}: {exc}") from exc
+        tap.chunk(whole)
+        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers), keep_alive=keep_alive)
+                     + whole)
+        return status
+    chunked = length is None
+    fields = list(response_fields(exchange.raw_headers))
+    if sse:
+        fields.append(_NO_BUFFERING)
+    client.write(head(status, exchange.reason, fields, chunked=chunked, keep_alive=keep_alive))
+    return await pump(exchange, client, tap, chunked=chunked, sse=sse, model=model)
+
+
+async def pump(exchange: Exchange, client: Client, tap: Tap, *, chunked: bool, sse: bool, model: str) -> int:
+    """The body of an answer whose head the client has (also the upstream's events inside a
+    loading stream, `sse` and `chunked`), chunk by chunk as it arrives."""
+    try:
+        async for data in exchange:
+            tap.chunk(data)
+            client.write(chunk(data) if chunked else data)
+            if client.paused:
+                await client.drain()
+    except UpstreamClosed as exc:
+        log.warning("[%s] upstream broke off its response: %s", model, exc)
+        tap.error = broke_off_message(model)
+        _break_off(client, sse, chunked, tap.error, 502)
+        return 502
+    except asyncio.CancelledError:
+        if tap.cancelled:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            _break_off(client, sse, chunked, tap.error or "cancelled", 503)
+            return 503
+        if not exchange.finished:
+            raise  # the client went away before the end
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # ... after it: delivered
+        return exchange.status
+    if chunked:
+        client.write(END_CHUNKS)
+    return exchange.status
+
+
+def _break_off(client: Client, sse: bool, chunked: bool, message: str, code: int) -> None:
+    if sse and chunked:
+        client.write(chunk(sse_error(message, code)) + END_CHUNKS)
+    else:
+        client.close()
