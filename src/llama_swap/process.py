@@ -150,6 +150,8 @@ class ModelProcess:
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[bool] | None = None
         self._monitor: asyncio.Task[None] | None = None
+        # cmdStop helpers being waited on: held so the loop cannot collect them mid-wait.
+        self._stoppers: set[asyncio.Task[int]] = set()
         self._lock = asyncio.Lock()
         self._stop_requested = False
 
@@ -280,6 +282,7 @@ class ModelProcess:
         proc = self._proc
         assert proc is not None
         exited = asyncio.ensure_future(proc.wait())
+        probe: asyncio.Task[bool] | None = None
         try:
             if self.config.check_url is None:
                 return
@@ -302,8 +305,10 @@ class ModelProcess:
                 if probe.result():
                     return
                 interval = min(interval * 1.5, MAX_POLL)
-        finally:
+        finally:  # an aborted start must not leave these running unreferenced
             exited.cancel()
+            if probe is not None:
+                probe.cancel()
 
     async def _probe(self, timeout: float) -> bool:
         assert self.config.check_url is not None
@@ -390,6 +395,10 @@ class ModelProcess:
                     await asyncio.wait({exited}, timeout=STOP_POLL)
         finally:
             exited.cancel()
+            # The grace period is over: a cmdStop still running has nothing left to do
+            # (SIGKILL follows), so stop waiting on it; the child watcher still reaps it.
+            for stopper in self._stoppers:
+                stopper.cancel()
         _killpg(pgid, signal.SIGKILL)
         if proc.returncode is None:
             proc.kill()
@@ -424,7 +433,9 @@ class ModelProcess:
             log.warning("[%s] cmdStop failed (%s); sending SIGTERM", self.id, exc)
             _killpg(proc.pid, signal.SIGTERM)
             return
-        asyncio.ensure_future(stopper.wait())  # reaped in the background; never blocks a stop
+        waiter = asyncio.ensure_future(stopper.wait())  # in the background; never blocks a stop
+        self._stoppers.add(waiter)
+        waiter.add_done_callback(self._stoppers.discard)
 
     def _set_state(self, state: ProcessState) -> None:
         if state is self._state:
