@@ -18,16 +18,17 @@ from aiohttp import web
 from llama_swap import __version__
 from llama_swap.config import Config, ConfigError, load_config
 from llama_swap.observe.logs import configure_logging
-from llama_swap.server.app import build_app
-from llama_swap.server.fastlane import FastLane
-from llama_swap.server.front import AnswerCounter, Front
-from llama_swap.server.inference import SERVICE
+from llama_swap.server.app import app_routes, build_app
+from llama_swap.server.lane import Lane
+from llama_swap.server.service import SERVICE
 from llama_swap.watch import watch
+from llama_swap.wire.bridge import AnswerCounter
+from llama_swap.wire.front import Front
 
 log = logging.getLogger("llama_swap")
 
 DRAIN_SECONDS = 5.0  # on shutdown, in-flight requests get this long before upstreams stop
-
+BRIDGED_LINE_LIMIT = 1 << 20  # aiohttp's own per-line limits: the front bounds the whole head (maxHeaderKB)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -130,18 +131,19 @@ async def serve(
     app.on_shutdown.append(_stop_admitting)
     front: Front | None = None
 
-    async def drain_fast_lane(app: web.Application) -> None:
+    async def drain_front(app: web.Application) -> None:
         if front is not None:
             await front.close(DRAIN_SECONDS / 2)
 
-    app.on_shutdown.append(drain_fast_lane)
+    app.on_shutdown.append(drain_front)
     # aiohttp waits shutdown_timeout for handlers to finish, then as long again after
     # "cancelling" them (which does not interrupt a handler streaming a response).
-    # The access log is off; its hook tells the front when a bridged connection's answers are done.
+    # The access log is off; its hook tells the front when a bridged answer is done.
     runner = web.AppRunner(app, handle_signals=False, access_log=log, access_log_class=AnswerCounter,
-                           handler_cancellation=True, shutdown_timeout=DRAIN_SECONDS / 2)
+                           handler_cancellation=True, shutdown_timeout=DRAIN_SECONDS / 2,
+                           max_line_size=BRIDGED_LINE_LIMIT, max_field_size=BRIDGED_LINE_LIMIT)
     await runner.setup()
-    front = Front(FastLane(app[SERVICE], app[SERVICE].upstreams), runner.server)  # type: ignore[arg-type]
+    front = Front(Lane(app[SERVICE], app_routes(app)), runner.server)  # type: ignore[arg-type]
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the service: collections need not scan it again
     try:
@@ -157,19 +159,27 @@ async def serve(
     async def reload() -> None:
         try:
             new = _load(args, app[SERVICE].config)
+            configure_logging(new)
+            _warn(new)
+            app[SERVICE].apply(new)
         except ConfigError as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
-            return
-        configure_logging(new)
-        _warn(new)
-        app[SERVICE].apply(new)
+        except Exception:  # a bug must not go unseen, nor end the service
+            log.exception("config reload failed")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
-    watcher = asyncio.ensure_future(_watch(args, reload)) if args.watch_config else None
+    reloads: set[asyncio.Task[None]] = set()  # kept until done (the loop holds tasks weakly)
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    watcher = loop.create_task(_watch(args, reload)) if args.watch_config else None
     await stop.wait()
     if watcher is not None:
         watcher.cancel()

@@ -78,8 +78,8 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
 
 
 async def send(client: UpstreamClient, process: ModelProcess, call: Call, request: Incoming,
-               conn: Connection) -> Exchange:
-    """Send ``call`` to ``process``'s server; the answer once its head arrived (interim
+               conn: Connection, *, interim: bool = True) -> Exchange:
+    """Send ``call`` to ``process``'s server; the answer once its head arrived (``interim``
     answers are passed to an HTTP/1.1 client as they come)."""
     upstream = process.upstream
     method = request.method
@@ -90,7 +90,7 @@ async def send(client: UpstreamClient, process: ModelProcess, call: Call, reques
         length=len(body) if body or method in _WITH_BODY else None,
     )
     return await client.send(upstream, head + body if body else head, bodiless=method == b"HEAD",
-                             on_interim=conn.interim_answer if request.version == "1.1" else None)
+                             on_interim=conn.interim_answer if interim and request.version == "1.1" else None)
 
 
 def unavailable(call: Call, request: Incoming, exc: Exception) -> HTTPError:

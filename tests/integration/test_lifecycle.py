@@ -493,16 +493,23 @@ def test_crash_while_ready_is_noticed_and_the_next_request_restarts(start_servic
     assert "[m] upstream exited unexpectedly" in service.log()
 
 
-def test_upstream_dying_before_answering_is_restarted_and_the_request_replayed(start_service, tmp_path) -> None:
+def test_upstream_dying_with_the_request_is_not_sent_it_twice(start_service, tmp_path) -> None:
+    """An upstream that got the request and died before answering may have done the work
+    (or died of it): the client gets a 502 saying so, the request is not sent again, and
+    the next request starts the model afresh."""
     marker = tmp_path / "died-once"
     service = start_service(f"models:\n  m:\n    cmd: {fake_cmd(name='m', die_before_answer_once=marker)}\n")
     old = load(service, "m")
-    reply = service.openai().chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-    assert reply.choices[0].message.content  # the client never saw the crash
+    reply = chat(service, "m")
+    assert reply.status_code == 502
+    assert "upstream 'm' closed the connection without answering" in reply.json()["error"]
+    assert "not sent again" in reply.json()["error"]
     assert marker.exists()  # the first upstream did die on this request
+    assert "replay" not in service.log()
+    again = chat(service, "m")
+    assert again.status_code == 200
     new = service.pid_of("m")
     assert new != old and not is_alive(old)
-    assert "[m] upstream died before answering; restarting it to replay the request" in service.log()
 
 
 def test_hung_upstream_is_noticed_by_health_checks_and_restarted(start_service) -> None:

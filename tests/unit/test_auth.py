@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from multidict import CIMultiDict
 
 from llama_swap.observe.logs import GoStyleFormatter
-from llama_swap.proxy import STRIP_HEADERS, _request_headers
 from llama_swap.redact import REDACTED, is_sensitive_header, mask_secrets, redact_argv, redact_headers, use_secrets
 from llama_swap.server import auth
 from llama_swap.server.auth import (
+    CARRIED_BY,
     QuietBadRequests,
     check_key,
     key_digests,
@@ -26,6 +26,7 @@ from llama_swap.server.auth import (
     presented_key,
     target_problem,
 )
+from llama_swap.wire.headers import REQUEST_DROP, request_head
 
 KEY = "sk-test-0123456789"
 OTHER = "sk-other-abcdef"
@@ -123,12 +124,20 @@ def _request(**values: str) -> web.Request:
 
 def test_check_key_refuses_with_basic_challenge() -> None:
     for request in (_request(), _request(Authorization="Bearer nope"), _request(x_api_key="nope")):
-        refused = check_key(request, [KEY], forward=False)
+        refused = check_key(request, [KEY])
         assert refused is not None and refused.status == 401
         assert refused.headers["WWW-Authenticate"] == 'Basic realm="llama-swap"'
         assert refused.content_type == "application/json"
         assert refused.body == b'{"error":"unauthorized: invalid or missing API key"}'
-        assert STRIP_HEADERS not in request
+
+
+def _sent_upstream(given: dict[str, str], strip: frozenset[str]) -> dict[str, str]:
+    """The fields the lane sends upstream for a request with ``given`` fields."""
+    raw = [(name.encode(), value.encode()) for name, value in given.items()]
+    drop = REQUEST_DROP | {name.encode() for name in strip}
+    head = request_head(b"POST", b"/v1/chat/completions", raw, host=b"up:1", drop=drop, peer=None, length=0)
+    lines = head.decode().split("\r\n")[1:-2]
+    return {name: value for name, value in (line.split(": ", 1) for line in lines)}
 
 
 @pytest.mark.parametrize(
@@ -141,23 +150,22 @@ def test_check_key_refuses_with_basic_challenge() -> None:
 )
 def test_accepted_key_is_not_forwarded(given: dict[str, str], stripped: set[str]) -> None:
     request = make_mocked_request("POST", "/v1/chat/completions", headers=CIMultiDict(given))
-    assert check_key(request, [OTHER, KEY], forward=False) is None
-    assert request[STRIP_HEADERS] == stripped
-    sent = {name.lower() for name in _request_headers(request)}
+    assert check_key(request, [OTHER, KEY]) is None
+    found = presented_key(CIMultiDict(given))
+    assert found is not None and CARRIED_BY[found[1]] == stripped
+    sent = {name.lower() for name in _sent_upstream(given, CARRIED_BY[found[1]])}
     assert not sent & stripped
-    assert sent == {name.lower() for name in given} - stripped
+    assert sent == {name.lower() for name in given} - stripped | {"host", "content-length"}
 
 
 def test_forward_api_keys_keeps_the_headers() -> None:
-    request = _request(Authorization=f"Bearer {KEY}", x_api_key=KEY)
-    assert check_key(request, [KEY], forward=True) is None
-    assert STRIP_HEADERS not in request
-    assert _request_headers(request)["Authorization"] == f"Bearer {KEY}"
+    sent = _sent_upstream({"Authorization": f"Bearer {KEY}", "x-api-key": KEY}, frozenset())
+    assert (sent["Authorization"], sent["x-api-key"]) == (f"Bearer {KEY}", KEY)
 
 
 def test_without_keys_headers_pass_unchanged() -> None:
-    request = _request(Authorization="Bearer upstream-key", x_api_key="upstream-key", Cookie="a=b")
-    sent = _request_headers(request)
+    sent = _sent_upstream({"Authorization": "Bearer upstream-key", "x-api-key": "upstream-key", "Cookie": "a=b"},
+                          frozenset())
     assert (sent["Authorization"], sent["x-api-key"], sent["Cookie"]) == ("Bearer upstream-key", "upstream-key", "a=b")
 
 

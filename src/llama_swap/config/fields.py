@@ -98,6 +98,19 @@ class Timeouts(Section):
     idle_conn: int = Field(default=90, ge=0)
 
 
+class ClientTimeouts(Section):
+    """How long a client may take, in seconds (0 = no limit): this service's own keys.
+
+    `header`: from a request's first byte to the end of its request line and fields;
+    `body`: a request body may go this long without a byte while it is awaited;
+    `idle`: a kept-alive connection with nothing in progress is closed after this.
+    """
+
+    header: float = Field(default=30, ge=0)
+    body: float = Field(default=60, ge=0)
+    idle: float = Field(default=75, ge=0)
+
+
 class Filters(Section):
     """Request body rewrites; `strip_params` is the legacy spelling of `stripParams`."""
 

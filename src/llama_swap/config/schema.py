@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from llama_swap.config.fields import (
+    ClientTimeouts,
     KeyPath,
     NonEmptyText,
     PathError,
@@ -43,6 +44,7 @@ from llama_swap.redact import is_sensitive_header
 
 DEFAULT_UNLOAD_TIMEOUT = 10
 DEFAULT_MAX_BODY_MB = 1024  # images and audio are large; aiohttp's own 1 MiB would refuse them
+DEFAULT_MAX_HEADER_KB = 64  # request line and fields: browsers' cookies fit, a flood does not
 MIN_HEALTH_CHECK_TIMEOUT = 15
 
 LOG_LEVELS = frozenset({"debug", "info", "warn", "error"})
@@ -100,6 +102,8 @@ class Config(Section):
     api_keys: list[ApiKey] = Field(default_factory=list)
     forward_api_keys: bool = False
     max_body_mb: int = Field(default=DEFAULT_MAX_BODY_MB, ge=1, alias="maxBodyMB")
+    max_header_kb: int = Field(default=DEFAULT_MAX_HEADER_KB, ge=8, le=1024, alias="maxHeaderKB")
+    client_timeouts: ClientTimeouts = Field(default_factory=ClientTimeouts)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     store: StoreConfig | None = None
     ui: UIConfig = Field(default_factory=UIConfig)
@@ -213,6 +217,14 @@ class Config(Section):
     def sources(self) -> list[str]:
         """Every file merged into this config, in merge order (what a reload watches)."""
         return self._sources
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_mb << 20  # `maxBodyMB` is in MiB
+
+    @property
+    def max_header_bytes(self) -> int:
+        return self.max_header_kb << 10
 
     def model_for(self, name: str) -> ModelConfig | None:
         """The model a request names, by id or alias."""

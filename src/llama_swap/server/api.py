@@ -19,8 +19,7 @@ from llama_swap.observe.events import (
 )
 from llama_swap.observe.store import SORT_COLUMNS, ActivityQuery
 from llama_swap.server.errors import HTTPError, json_response
-from llama_swap.server.inference import SERVICE
-from llama_swap.server.service import Service
+from llama_swap.server.service import SERVICE, Service
 from llama_swap.server.streaming import pump
 
 _SSE_HEADERS = {

@@ -1,4 +1,8 @@
-"""The aiohttp application: one route table; inference → router → proxy."""
+"""The aiohttp application: the management API, the UI, logs, events and docs.
+
+Requests for a model never reach it: the front hands a request to this app only when its
+route table has a route for it (`app_routes`); the lane (`server/lane.py`) serves the rest.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,10 @@ from llama_swap.server.api import add_api_routes
 from llama_swap.server.auth import check_key, is_open, quiet_bad_requests, target_problem
 from llama_swap.server.docs import add_docs_routes
 from llama_swap.server.errors import HTTPError, error_response
-from llama_swap.server.inference import SERVICE, handle_model_request
-from llama_swap.server.service import Service
+from llama_swap.server.service import SERVICE, Service
 from llama_swap.server.ui import add_ui_routes
 
 log = logging.getLogger("llama_swap.server")
-
-MIB = 1 << 20  # `maxBodyMB` is in MiB (default 1024: images and audio are large)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,13 +77,13 @@ def admission(request: web.Request) -> web.Response | None:
     lets it through. The settings are read per request, so a reload applies at once."""
     config = request.app[SERVICE].config
     if config.api_keys and not is_open(request):
-        refused = check_key(request, config.api_keys, forward=config.forward_api_keys)
+        refused = check_key(request, config.api_keys)
         if refused is not None:
             return refused
     problem = target_problem(request.raw_path)
     if problem is not None:
         return error_response(400, f"invalid request target: {problem}")
-    limit = config.max_body_mb * MIB
+    limit = config.max_body_bytes
     if request.client_max_size != limit:
         request._client_max_size = limit  # aiohttp's own check while reading; no public setter
     if request.content_length is not None and request.content_length > limit:
@@ -92,18 +93,17 @@ def admission(request: web.Request) -> web.Response | None:
 
 def too_large(request: web.Request, size: int | None) -> web.Response:
     """413 naming the limit and the key that sets it."""
-    limit_mb = request.client_max_size // MIB
+    limit_mb = request.client_max_size >> 20
     what = f"{size} bytes exceeds" if size is not None else "it exceeds"
     return error_response(413, f"request body too large: {what} the {limit_mb} MiB limit (maxBodyMB)")
 
 
 def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     """The service as an aiohttp app; the `Service` lives from start-up to cleanup."""
-    # auto_decompress=False: a request body is forwarded as sent (a `Content-Encoding: gzip`
-    # body stays gzip, with its header), never decoded here — decoding forwarded plain bytes
-    # under the gzip header, and a body that failed to decode was an internal 500.
+    # auto_decompress=False: a management request's body is read as sent, never inflated
+    # here (a body that failed to decode was an internal 500).
     app = web.Application(
-        middlewares=[front], client_max_size=config.max_body_mb * MIB, handler_args={"auto_decompress": False}
+        middlewares=[front], client_max_size=config.max_body_bytes, handler_args={"auto_decompress": False}
     )
     use_secrets(config.api_keys)
     quiet_bad_requests()
@@ -133,7 +133,30 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     app.router.add_get("/logs", logs_api.get_logs)
     app.router.add_get("/logs/stream", logs_api.stream_combined)
     app.router.add_get("/logs/stream/{source:.+}", logs_api.stream_source)
-    app.router.add_route("*", "/upstream/{tail:.+}", manage.upstream)
     add_docs_routes(app, __version__)
-    app.router.add_route("*", "/{tail:.*}", handle_model_request)
     return app
+
+
+def app_routes(app: web.Application) -> Callable[[str, str], bool]:
+    """Whether ``app`` has a route for a request: (method, path as aiohttp matches it —
+    decoded, `%2F` kept). Read from the frozen route table once; a route the lane would
+    shadow cannot be added by mistake, nor one the front does not know."""
+    plain: dict[str, frozenset[str]] = {}
+    dynamic: list[tuple[re.Pattern[str], frozenset[str]]] = []
+    for resource in app.router.resources():
+        methods = frozenset(route.method for route in resource)
+        info = resource.get_info()
+        if "path" in info:
+            plain[info["path"]] = plain.get(info["path"], frozenset()) | methods
+        elif "pattern" in info:
+            dynamic.append((info["pattern"], methods))
+        else:
+            raise TypeError(f"the front cannot route to {resource!r}")
+
+    def has(method: str, path: str) -> bool:
+        methods = plain.get(path)
+        if methods is not None and (method in methods or "*" in methods):
+            return True
+        return any((method in methods or "*" in methods) and pattern.fullmatch(path) for pattern, methods in dynamic)
+
+    return has

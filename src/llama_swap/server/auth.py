@@ -29,7 +29,6 @@ from urllib.parse import unquote
 
 from aiohttp import http_exceptions, web
 
-from llama_swap.proxy import STRIP_HEADERS
 from llama_swap.server.errors import error_response
 
 REALM = 'Basic realm="llama-swap"'
@@ -105,14 +104,11 @@ def is_open(request: web.Request) -> bool:
     return isinstance(resource, web.PlainResource) and resource.canonical in OPEN_ROUTES
 
 
-def check_key(request: web.Request, keys: Sequence[str], *, forward: bool) -> web.Response | None:
-    """None if ``request`` may pass (marking the headers to strip), else the 401 to send."""
+def check_key(request: web.Request, keys: Sequence[str]) -> web.Response | None:
+    """None if ``request`` may pass, else the 401 to send."""
     found = presented_key(request.headers)
     if not key_matches(found[0] if found else None, key_digests(tuple(keys))):
         return unauthorized()
-    if not forward:
-        assert found is not None
-        request[STRIP_HEADERS] = CARRIED_BY[found[1]]
     return None
 
 

@@ -3,8 +3,8 @@
 For a streamed chat request to a model that is not ready, the answer starts at once:
 an SSE stream whose first chunks carry, in `delta.reasoning_content`, which model is
 loading, its queue position and the elapsed time. When the model is ready the same
-stream continues with the upstream's own events. A failed load ends the stream with an
-error event, which the `openai` client raises.
+stream continues with the upstream's own events (the one relay's `pump`). A failed load
+ends the stream with an error event, which the `openai` client raises.
 """
 
 from __future__ import annotations
@@ -13,14 +13,20 @@ import asyncio
 import time
 
 import orjson
-from aiohttp import web
 
-from llama_swap.proxy import CANCELLED, Tap, UpstreamUnavailable, end_stream_with_error, open_upstream, relay
+from llama_swap.proxy import Call, send, unavailable
 from llama_swap.routing.router import Lease, RouteError, Router
 from llama_swap.server.service import Service
+from llama_swap.wire.framing import END_CHUNKS, chunk, head
+from llama_swap.wire.front import Connection, Incoming
+from llama_swap.wire.relay import Tap, pump, sse_error
+from llama_swap.wire.upstream import NotSent, UpstreamClosed
 
 TICK = 1.0  # seconds between progress chunks
 LOADING_PATHS = frozenset({"/v1/chat/completions"})
+_STREAM_FIELDS = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache"),
+                  (b"X-Accel-Buffering", b"no")]
+_ERROR_DETAIL = 500  # characters of an upstream's error answer quoted in the stream
 
 
 def wants_loading_state(path: str, body: bytes) -> bool:
@@ -34,7 +40,7 @@ def wants_loading_state(path: str, body: bytes) -> bool:
     return isinstance(data, dict) and data.get("stream") is True
 
 
-def _chunk(model: str, text: str) -> bytes:
+def _progress(model: str, text: str) -> bytes:
     payload = {
         "id": "llama-swap-loading",
         "object": "chat.completion.chunk",
@@ -42,92 +48,80 @@ def _chunk(model: str, text: str) -> bytes:
         "model": model,
         "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": text}, "finish_reason": None}],
     }
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return chunk(b"data: " + orjson.dumps(payload) + b"\n\n")
 
 
-async def serve_while_loading(
-    request: web.Request,
-    service: Service,
-    model: str,
-    path_qs: str,
-    body: bytes,
-    *,
-    requested: str,
-    tap: Tap,
-) -> tuple[web.StreamResponse, int]:
-    """Answer with loading progress until ``model`` is granted, then relay the upstream.
+def _end_with_error(conn: Connection, tap: Tap, message: str, code: int) -> int:
+    """Finish the started stream with an error event; the status to account for it."""
+    tap.error = message
+    conn.write(chunk(sse_error(message, code)) + END_CHUNKS)
+    return code
 
-    Returns the response and the status to account for it (the HTTP status is 200 once
-    the stream has begun; a failure is reported inside it).
+
+async def serve_while_loading(service: Service, call: Call, request: Incoming, conn: Connection, tap: Tap) -> int:
+    """Answer with loading progress until the model is granted, then relay the upstream.
+
+    Returns the status to account for the request (the HTTP status is 200 once the stream
+    has begun; a failure is reported inside it).
     """
-    ticket = service.router.admit(model)  # a 429 is a plain error, before the stream starts
-    acquiring = asyncio.ensure_future(service.router.wait(ticket))
+    router = service.router
+    ticket = router.admit(call.model)  # a 429 is a plain error, before the stream starts
+    acquiring = asyncio.ensure_future(router.wait(ticket))
     started = time.monotonic()
-    response = web.StreamResponse(
-        status=200,
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
     try:
-        await response.prepare(request)
-        await response.write(_chunk(requested, f"llama-swap: loading model {model}\n"))
-        await _report_progress(response, service.router, acquiring, model, requested)
+        conn.write(head(200, "", _STREAM_FIELDS, chunked=True, keep_alive=request.keep_alive)
+                   + _progress(call.requested, f"llama-swap: loading model {call.model}\n"))
+        await _report_progress(conn, router, acquiring, call)
         lease = acquiring.result()
     except RouteError as exc:
-        return await end_stream_with_error(response, exc.message, exc.status), exc.status
+        return _end_with_error(conn, tap, exc.message, exc.status)
     except BaseException as exc:  # the client went away, or an operator cancelled the request
         if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
-            service.router.release(acquiring.result())
+            router.release(acquiring.result())
         else:
             acquiring.cancel()
         if isinstance(exc, asyncio.CancelledError) and tap.cancelled:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            return await end_stream_with_error(response, CANCELLED, 503), 503
+            return _end_with_error(conn, tap, tap.error or "cancelled", 503)
         raise
     try:
-        await response.write(_chunk(requested, f"\nready after {time.monotonic() - started:.2f}s\n\n"))
-        return await _relay_upstream(request, response, service, lease, path_qs, body, model, tap)
+        conn.write(_progress(call.requested, f"\nready after {time.monotonic() - started:.2f}s\n\n"))
+        return await _continue(service, lease, call, request, conn, tap)
     finally:
-        service.router.release(lease)
+        router.release(lease)
 
 
-async def _report_progress(
-    response: web.StreamResponse, router: Router, acquiring: asyncio.Future[Lease], model: str, requested: str
-) -> None:
+async def _report_progress(conn: Connection, router: Router, acquiring: asyncio.Future[Lease], call: Call) -> None:
     """A dot per tick while loading, and a line whenever the queue position changes."""
     shown: int | None = None
     while not acquiring.done():
         await asyncio.wait({acquiring}, timeout=TICK)
         if acquiring.done():
             return
-        position = router.queue_position(model)
+        position = router.queue_position(call.model)
         if position != shown and position is not None:
             text = f"\nwaiting in queue, position {position}\n"
         else:
             text = "."
         shown = position
-        await response.write(_chunk(requested, text))
+        conn.write(_progress(call.requested, text))
 
 
-async def _relay_upstream(
-    request: web.Request,
-    response: web.StreamResponse,
-    service: Service,
-    lease: Lease,
-    path_qs: str,
-    body: bytes,
-    model: str,
-    tap: Tap,
-) -> tuple[web.StreamResponse, int]:
-    url = lease.process.base_url + path_qs
+async def _continue(service: Service, lease: Lease, call: Call, request: Incoming, conn: Connection,
+                    tap: Tap) -> int:
+    """The upstream's own events, in the stream already begun."""
     try:
-        async with open_upstream(
-            request, service.session, url, body, model=model, deadlines=lease.process.deadlines
-        ) as upstream:
-            if upstream.status >= 400:
-                detail = (await upstream.text(errors="replace"))[:500]
-                message = f"upstream '{model}' answered {upstream.status}: {detail}"
-                return await end_stream_with_error(response, message, upstream.status), upstream.status
-            await relay(upstream, response, request, model=model, tap=tap)
-            return response, upstream.status
-    except UpstreamUnavailable as exc:
-        return await end_stream_with_error(response, str(exc), 502), 502
+        exchange = await send(service.upstreams, lease.process, call, request, conn, interim=False)
+    except (NotSent, UpstreamClosed, TimeoutError) as exc:
+        return _end_with_error(conn, tap, unavailable(call, request, exc).message, 502)
+    try:
+        tap.respond(exchange.status, exchange.raw_content_type, exchange.content_encoding)
+        if exchange.status >= 400:
+            detail = b"".join([data async for data in exchange]).decode("utf-8", "replace")[:_ERROR_DETAIL]
+            return _end_with_error(conn, tap, f"upstream '{call.model}' answered {exchange.status}: {detail}",
+                                   exchange.status)
+        return await pump(exchange, conn, tap, chunked=True, sse=True, model=call.model)
+    except UpstreamClosed as exc:
+        return _end_with_error(conn, tap, unavailable(call, request, exc).message, 502)
+    finally:
+        exchange.close()

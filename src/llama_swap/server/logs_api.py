@@ -11,7 +11,7 @@ from aiohttp import web
 
 from llama_swap.observe.logbuffer import LogBuffer
 from llama_swap.server.errors import HTTPError
-from llama_swap.server.inference import SERVICE
+from llama_swap.server.service import SERVICE
 from llama_swap.server.streaming import pump
 
 _HEADERS = {

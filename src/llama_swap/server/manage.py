@@ -1,19 +1,15 @@
-"""Management endpoints: /health, /running, /v1/models, /upstream/..., /unload, /metrics."""
+"""Management endpoints: /health, /running, /v1/models, /unload, /metrics."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
-from llama_swap.config import ModelConfig
 from llama_swap.process import ProcessState
-from llama_swap.routing.router import RouteError
-from llama_swap.server.errors import HTTPError, json_response
-from llama_swap.server.inference import INFERENCE_PATHS, SERVICE, serve
+from llama_swap.server.errors import json_response
 from llama_swap.server.listing import model_records
-from llama_swap.server.service import Service
+from llama_swap.server.service import SERVICE, Service
 
 _HEALTH_STATUS = {
     ProcessState.READY: "running",
@@ -65,57 +61,3 @@ async def _unload_all(service: Service) -> None:
 async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     return web.Response(body=service.metrics.render(), headers={"Content-Type": service.metrics.content_type})
-
-
-async def upstream(request: web.Request) -> web.StreamResponse:
-    """`/upstream/{model}[/path]`: unload (DELETE), load (GET .../load) or raw passthrough."""
-    service = request.app[SERVICE]
-    model, requested, rest = _split_upstream_path(service, request.raw_path)
-    if not rest or rest.startswith("?"):
-        if request.method == "DELETE":
-            return await _unload_one(service, model)
-        if request.method in ("GET", "HEAD"):
-            raise web.HTTPMovedPermanently(location=f"/upstream/{model.id}/{rest}")
-        raise web.HTTPPermanentRedirect(location=f"/upstream/{model.id}/{rest}")
-    path = rest.split("?", 1)[0]
-    if path == "/load" and request.method == "GET":
-        return await _load(service, model)
-    if service.processes[model.id].state is not ProcessState.READY and _ignored(service, path):
-        raise HTTPError(409, f"model '{model.id}' is not loaded; {path} does not load it (upstream.ignorePaths)")
-    body = await request.read()
-    counted = path in INFERENCE_PATHS
-    return await serve(request, service, model.id, rest, body, path=path, counted=counted, requested=requested)
-
-
-def _ignored(service: Service, path: str) -> bool:
-    """Static assets a browser fetches from an upstream's UI must not trigger a swap."""
-    return any(pattern.search(path) for pattern in service.config.upstream.ignore_patterns)
-
-
-def _split_upstream_path(service: Service, raw_path: str) -> tuple[ModelConfig, str, str]:
-    """Longest configured id or alias after `/upstream/` wins, so `author/model` works."""
-    tail = raw_path[len("/upstream/"):]
-    path_part = tail.split("?", 1)[0]
-    segments = path_part.split("/")
-    for end in range(len(segments), 0, -1):
-        candidate = "/".join(segments[:end])
-        name = unquote(candidate)
-        model = service.config.model_for(name)
-        if model is not None:
-            return model, name, tail[len(candidate):]
-    raise HTTPError(404, f"model '{unquote(segments[0])}' not found in config")
-
-
-async def _unload_one(service: Service, model: ModelConfig) -> web.Response:
-    if service.processes[model.id].pid is None:
-        return json_response({"status": "error", "message": f"{model.id} is not running"})
-    await service.router.unload([model.id])
-    return json_response({"status": "ok", "message": f"{model.id} stopped"})
-
-
-async def _load(service: Service, model: ModelConfig) -> web.Response:
-    try:
-        await service.router.load(model.id)
-    except RouteError as exc:
-        return json_response({"status": "error", "message": exc.message}, exc.status)
-    return json_response({"status": "ok", "message": f"{model.id} is ready"})

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import time
 from typing import Any, Coroutine
-from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 
 from llama_swap.config import Config, ModelConfig
 from llama_swap.observe.activity import Activity
@@ -18,15 +18,22 @@ from llama_swap.observe.logs import GoStyleFormatter, attach_history, detach_his
 from llama_swap.observe.metrics import Metrics
 from llama_swap.observe.store import ActivityStore
 from llama_swap.process import ModelProcess, ProcessState
-from llama_swap.proxy import make_session
 from llama_swap.reaper import Reaper
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.errors import model_not_found
 from llama_swap.server.listing import status_records
-from llama_swap.upstream_client import UpstreamClient
+from llama_swap.wire.upstream import UpstreamClient
 
 log = logging.getLogger("llama_swap.service")
+
+
+def make_session() -> aiohttp.ClientSession:
+    """The client for health checks: no idle connections kept — an idle kept-alive
+    connection makes llama-server take ~135 ms instead of ~27 ms to exit on SIGTERM
+    (measured), which every swap would pay. Requests go through `UpstreamClient`."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
 
 class Service:
@@ -44,8 +51,8 @@ class Service:
         self.activity = Activity(
             self.events, self.metrics, _open_store(config), config.ui.activity.session_id
         )
-        self.session: aiohttp.ClientSession = make_session()
-        self.upstreams = UpstreamClient()  # the fast lane's (server/fastlane.py)
+        self.session: aiohttp.ClientSession = make_session()  # health checks
+        self.upstreams = UpstreamClient()  # every request to a model's server
         self.reaper = Reaper() if use_reaper else None
         self.router = Router(
             {model_id: self._process(model) for model_id, model in sorted(config.models.items())},
@@ -188,15 +195,16 @@ class Service:
 
     def _state_changed(self, model: str, state: ProcessState) -> None:
         if state is ProcessState.STOPPING:
-            address = urlsplit(self.processes[model].config.proxy)
-            if address.hostname:
-                self.upstreams.close_idle(address.hostname, address.port or 80)
+            self.upstreams.close_idle(self.processes[model].upstream)
         self.metrics.set_state(model, state)
         log.debug("[%s] state %s", model, state.value)
         self.publish_status()
 
     def _crashed(self, model: str) -> None:
         self.router.crashed(model)
+
+
+SERVICE = web.AppKey("service", Service)
 
 
 def _store_path(config: Config) -> str | None:

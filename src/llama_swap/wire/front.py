@@ -183,32 +183,32 @@ class Connection(asyncio.Protocol):
     # -------------------------------------------------------------- turns
 
     def _next(self) -> None:
-        """Give the request whose turn it is what it needs: an answer, or the client's go-ahead."""
+        """Give the request whose turn it is what it needs: an answer, or the client's go-ahead.
+        The socket is read while at most one request is received and not answered."""
         if self._task is not None or self._closing and self._finish():
             return
-        if not self._queue:
-            self.idle_since = self._last_read = asyncio.get_running_loop().time()
+        queue = self._queue
+        if not queue:
+            self.idle_since = self._last_read = self._head_started = asyncio.get_running_loop().time()
             self._front_wants_reading(True)
             return
-        request = self._queue[0]
+        self._front_wants_reading(len(queue) == 1)
+        request = queue[0]
         if request.lane:
             if self._bridge is not None:
                 self._bridge.detach()
                 self._bridge = None
-                self._bridge_reads = True
+                self.bridge_wants_reading(True)
             if request.complete:
                 self.sent = False
                 self._task = asyncio.get_running_loop().create_task(self._serve(request))
-            else:
-                self._front_wants_reading(True)
-                if request.expects_continue and request.version == "1.1":
-                    request.expects_continue = False
-                    self.interim(CONTINUE)
+            elif request.expects_continue and request.version == "1.1":
+                request.expects_continue = False
+                self.interim(CONTINUE)
         elif not request.handed:
             if self._bridge is None:
                 assert self.transport is not None
                 self._bridge = Bridge(self, self.transport, self._front.handler_factory, writing_paused=self.paused)
-            self._front_wants_reading(len(self._queue) == 1)
             self._bridge.hand(request)
 
     def _finish(self) -> bool:
@@ -256,7 +256,7 @@ class Connection(asyncio.Protocol):
 
     def _refuse(self, refusal: Refused) -> None:
         """Stop reading; the refusal is answered after everything before it, then close."""
-        log.debug("refused a request from %s: %d %s", self.peer, refusal.status, refusal.message)
+        log.debug("Error handling request from %s: %d %s", self.peer, refusal.status, refusal.message)
         request = self._current
         self._current = None
         if request is not None and request.handed:  # aiohttp has it: its answer cannot be ours
@@ -392,25 +392,25 @@ class Connection(asyncio.Protocol):
     # -------------------------------------------------------------- timeouts (the front's sweep)
 
     def check_time(self, now: float) -> None:
-        """Close a connection that waits too long for its client (408 when nothing else is
-        being answered on it), or that has been idle too long."""
-        if self._closing or self._raw:
+        """Refuse a request that takes its client too long to send (408), close a connection
+        idle for too long. Only while the connection waits for its client: a request
+        waiting behind an answer in progress is not timed."""
+        if self._closing or self._raw or self._task is not None:
             return
-        limits = self._limits
         request = self._current
-        if request is not None and (not self._queue or self._queue[0] is request or not request.head_done):
-            if not request.head_done:
-                if limits.header_timeout and now - self._head_started > limits.header_timeout:
-                    self._time_out("the request line and headers", "clientTimeouts.header", limits.header_timeout)
-            elif self._reading and limits.body_timeout and now - self._last_read > limits.body_timeout:
-                self._time_out("the request body", "clientTimeouts.body", limits.body_timeout)
-        elif self.idle and limits.idle_timeout and now - max(self.idle_since, self._last_read) > limits.idle_timeout:
-            self.close()
+        if self._queue and self._queue[0] is not request:
+            return  # an answer is in progress (aiohttp's): the client is waiting for us
+        limits = self._limits
+        if request is None:
+            if not self._queue and limits.idle_timeout and now - max(self.idle_since, self._last_read) > limits.idle_timeout:
+                self.close()
+        elif not request.head_done:
+            if limits.header_timeout and now - self._head_started > limits.header_timeout:
+                self._time_out("the request line and headers", "clientTimeouts.header", limits.header_timeout)
+        elif self._reading and limits.body_timeout and now - self._last_read > limits.body_timeout:
+            self._time_out("the request body", "clientTimeouts.body", limits.body_timeout)
 
     def _time_out(self, what: str, key: str, seconds: float) -> None:
-        if self._queue and self._queue[0] is not self._current or self._task is not None:
-            self.close()  # another answer is in progress: a 408 cannot be put before it
-            return
         self._refuse(Refused(408, f"request timeout: {what} did not arrive within {seconds:g}s ({key})"))
 
     # -------------------------------------------------------------- httptools callbacks
@@ -438,9 +438,12 @@ class Connection(asyncio.Protocol):
         request.version = version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
         coding = None
+        hosts = 0
         for name, value in request.raw_headers:
             size = len(name)
-            if size == 14 and name.lower() == b"content-length":
+            if size == 4 and name.lower() == b"host":
+                hosts += 1
+            elif size == 14 and name.lower() == b"content-length":
                 request.content_length = int(value)  # llhttp has checked it is one number
             elif size == 12 and name.lower() == b"content-type":
                 request.content_type = value
@@ -452,8 +455,7 @@ class Connection(asyncio.Protocol):
                 coding = value
         if version != "1.1" and version != "1.0":
             raise Refused(505, f"HTTP/{version} is not supported: use HTTP/1.1")
-        problem = host_problem(request.raw_headers, version)
-        if problem is not None:
+        if hosts != 1 and (problem := host_problem(hosts, version)) is not None:
             raise Refused(400, problem)
         if coding is not None:
             request.chunked = True  # llhttp accepts only `chunked` as the last coding
@@ -512,6 +514,12 @@ class Front:
             lambda: Connection(self), host, port, reuse_address=True, ssl=tls, backlog=1024
         )
         self._sweeper = loop.create_task(self._sweep())
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose for port 0)."""
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
 
     async def _sweep(self) -> None:
         """Apply the client timeouts (`Connection.check_time`) to every connection."""

@@ -1,0 +1,274 @@
+"""The lane: every request for a model, served on the front's own connection.
+
+A request is for a model when the aiohttp app has no route for it — an inference path
+(`POST /v1/chat/completions`…), any other path naming a model (`GET /props?model=x`, a
+request to the one running model), or `/upstream/{model}/…`. The lane does for it, once and
+for every such request: access control, which model (body, query, path), the model's
+filters, then — inside the one request skeleton (`server/request.py`) — the router's lease,
+the upstream exchange and the one relay (`proxy.py`, `wire/relay.py`), or a loading stream
+while the model starts (`server/loading.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+from multidict import MultiDict
+from yarl import URL
+
+from llama_swap.config import Config, ModelConfig
+from llama_swap.process import ProcessState
+from llama_swap.proxy import Call, forward
+from llama_swap.routing.router import RouteError
+from llama_swap.server.auth import (
+    CARRIED_BY,
+    REALM,
+    UNAUTHORIZED,
+    key_digests,
+    key_matches,
+    presented_key,
+    target_problem,
+)
+from llama_swap.server.errors import HTTPError, model_not_found
+from llama_swap.server.extract import model_from_body, model_from_query
+from llama_swap.server.filters import rewrite_request
+from llama_swap.server.loading import serve_while_loading, wants_loading_state
+from llama_swap.server.request import Handling
+from llama_swap.server.service import Service
+from llama_swap.wire.framing import head, json_answer
+from llama_swap.wire.front import Connection, Incoming, Limits, error_answer
+from llama_swap.wire.headers import find
+
+# Known inference paths: the only values used as the `path` metrics label (bounded
+# cardinality), and the `/upstream/` sub-paths that count toward a model's concurrency limit.
+INFERENCE_PATHS = frozenset(
+    {
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking",
+        "/rerank", "/reranking", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+        "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/voices", "/v1/images/generations",
+        "/v1/images/edits", "/infill", "/completion", "/completions", "/chat/completions", "/embedding",
+        "/embeddings", "/tokenize", "/detokenize", "/apply-template", "/sdapi/v1/txt2img",
+        "/sdapi/v1/img2img", "/props", "/slots",
+    }
+)
+_INFERENCE_TARGETS = frozenset(path.encode() for path in INFERENCE_PATHS)
+_UPSTREAM = b"/upstream/"
+CARRIED_BY_BYTES = {scheme: frozenset(name.encode() for name in names) for scheme, names in CARRIED_BY.items()}
+_METHODS = {method.encode(): method for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+
+AppRoutes = Callable[[str, str], bool]
+"""Whether the aiohttp app has a route for (method, path)."""
+
+
+class _Plan:
+    """One config's settings as the lane reads them (a reload replaces the config object)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        timeouts = config.client_timeouts
+        self.limits = Limits(config.max_header_bytes, config.max_body_bytes, timeouts.header, timeouts.body,
+                             timeouts.idle)
+        self.digests = key_digests(tuple(config.api_keys)) if config.api_keys else None
+        self.forward_keys = config.forward_api_keys
+        self._models: dict[str, ModelConfig | None] = {}
+
+    def model(self, name: str) -> ModelConfig:
+        """The model for an id or alias (404 otherwise); configured names are kept (bounded)."""
+        try:
+            model = self._models[name]
+        except KeyError:
+            model = self.config.model_for(name)
+            if model is not None:
+                self._models[name] = model
+        if model is None:
+            raise model_not_found(name)
+        return model
+
+
+class Lane:
+    """Decides which requests are for a model (`takes`), and serves them (`serve`)."""
+
+    def __init__(self, service: Service, app_routes: AppRoutes) -> None:
+        self._service = service
+        self._app_routes = app_routes
+        self._plan = _Plan(service.config)
+
+    @property
+    def plan(self) -> _Plan:
+        if self._plan.config is not self._service.config:
+            self._plan = _Plan(self._service.config)
+        return self._plan
+
+    @property
+    def limits(self) -> Limits:
+        return self.plan.limits
+
+    def takes(self, request: Incoming) -> bool:
+        """By its head: a request for a model, unless the aiohttp app has a route for it (or
+        it is a browser's CORS preflight, which the app answers for any path)."""
+        target = request.target
+        if target in _INFERENCE_TARGETS and request.method == b"POST":
+            return True  # the common case, decided without decoding anything
+        if request.method == b"OPTIONS" and find(request.raw_headers, b"access-control-request-method") is not None:
+            return False
+        if not target.startswith(b"/"):
+            return True  # refused by the lane (400), as every target it cannot proxy
+        try:
+            path = URL.build(path=target.split(b"?", 1)[0].decode("latin-1"), encoded=True).path_safe
+        except ValueError:
+            return True
+        return not self._app_routes(request.method.decode("latin-1"), path)
+
+    async def serve(self, request: Incoming, conn: Connection) -> None:
+        """Answer ``request``: refused at once, or proxied inside the request skeleton."""
+        plan = self.plan
+        try:
+            strip = self._admit(request, plan)
+            if request.target.startswith(_UPSTREAM):
+                call = await self._upstream_call(request, conn, plan, strip)
+                if call is None:
+                    return  # answered by the service itself (load, unload, redirect)
+            else:
+                call = self._model_call(request, plan, strip)
+        except HTTPError as exc:
+            conn.write(error_answer(exc.status, exc.message, exc.headers, keep_alive=request.keep_alive))
+            return
+        await self._proxy(call, request, conn)
+
+    # ------------------------------------------------------------------ accept
+
+    def _admit(self, request: Incoming, plan: _Plan) -> frozenset[bytes]:
+        """Access control and the target's check; the fields that must not go upstream."""
+        strip: frozenset[bytes] = frozenset()
+        if plan.digests is not None:
+            found = presented_key(request.headers)
+            if not key_matches(found[0] if found else None, plan.digests):
+                raise HTTPError(401, UNAUTHORIZED, {"WWW-Authenticate": REALM})
+            if not plan.forward_keys:
+                assert found is not None
+                strip = CARRIED_BY_BYTES[found[1]]
+        problem = target_problem(request.target.decode("latin-1"))
+        if problem is not None:
+            raise HTTPError(400, f"invalid request target: {problem}")
+        return strip
+
+    def _model_call(self, request: Incoming, plan: _Plan, strip: frozenset[bytes]) -> Call:
+        """A request naming its model in the body or the query, or meant for the one running."""
+        target = request.target
+        raw_path, _, query = target.partition(b"?")
+        body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
+        content_type = request.content_type.decode("utf-8", "surrogateescape")
+        name = model_from_body(content_type, body)
+        if name is None and query:
+            name = model_from_query(MultiDict(parse_qsl(query.decode("utf-8", "surrogateescape"), keep_blank_values=True)))
+        path = raw_path.decode("latin-1")
+        if name is None:
+            if body:
+                raise HTTPError(400, "missing 'model' field in request body")
+            name = self._the_running_model(request, path)
+        model = plan.model(name)
+        if body:
+            body = rewrite_request(model, name, content_type, body)
+        return Call(model.id, name, target, path, body, True, strip)
+
+    def _the_running_model(self, request: Incoming, path: str) -> str:
+        """A request naming no model (e.g. `GET /slots`) goes to the one running model."""
+        running = self._service.router.running()
+        if len(running) == 1:
+            return running[0]
+        where = "none is running" if not running else f"{len(running)} are running: {', '.join(running)}"
+        raise HTTPError(
+            400,
+            f"no model specified for {request.method.decode('latin-1')} {unquote(path)}: add ?model=<id> "
+            f"(or a 'model' field in the body); {where}",
+        )
+
+    async def _upstream_call(self, request: Incoming, conn: Connection, plan: _Plan,
+                             strip: frozenset[bytes]) -> Call | None:
+        """`/upstream/{model}[/path]`: unload (DELETE), load (GET …/load), or a passthrough
+        that only an inference path counts toward the concurrency limit."""
+        model, requested, rest = split_upstream_path(plan.config, request.target.decode("latin-1"))
+        method = request.method
+        if not rest or rest.startswith("?"):
+            if method == b"DELETE":
+                conn.write(json_answer(200, orjson.dumps(await self._unload(model)), keep_alive=request.keep_alive))
+            else:
+                status = 301 if method in (b"GET", b"HEAD") else 308
+                location = f"/upstream/{model.id}/{rest}".encode("latin-1")
+                conn.write(head(status, "", [(b"Location", location), (b"Content-Length", b"0")],
+                                keep_alive=request.keep_alive))
+            return None
+        path = rest.split("?", 1)[0]
+        if path == "/load" and method == b"GET":
+            status, payload = await self._load(model)
+            conn.write(json_answer(status, orjson.dumps(payload), keep_alive=request.keep_alive))
+            return None
+        service = self._service
+        if service.processes[model.id].state is not ProcessState.READY and _ignored(plan.config, path):
+            raise HTTPError(409, f"model '{model.id}' is not loaded; {path} does not load it (upstream.ignorePaths)")
+        counted = path in INFERENCE_PATHS
+        body = b"".join(request.body)
+        if counted and body:
+            body = rewrite_request(model, requested, request.content_type.decode("utf-8", "surrogateescape"), body)
+        return Call(model.id, requested, rest.encode("latin-1"), path, body, counted, strip)
+
+    async def _unload(self, model: ModelConfig) -> dict[str, str]:
+        service = self._service
+        if service.processes[model.id].pid is None:
+            return {"status": "error", "message": f"{model.id} is not running"}
+        await service.router.unload([model.id])
+        return {"status": "ok", "message": f"{model.id} stopped"}
+
+    async def _load(self, model: ModelConfig) -> tuple[int, dict[str, str]]:
+        try:
+            await self._service.router.load(model.id)
+        except RouteError as exc:
+            return exc.status, {"status": "error", "message": exc.message}
+        return 200, {"status": "ok", "message": f"{model.id} is ready"}
+
+    # ------------------------------------------------------------------ proxy
+
+    async def _proxy(self, call: Call, request: Incoming, conn: Connection) -> None:
+        """Inside the request skeleton: a loading stream while the model starts, if the
+        client can show one, else the lease, the upstream and the relay."""
+        service = self._service
+        path = call.path
+        method = _METHODS.get(request.method) or request.method.decode("latin-1")
+        inference = path in INFERENCE_PATHS
+        with Handling(service.activity, conn, model=call.model, method=method, path=path, headers=request.headers,
+                      label=path if inference else "other", metered=inference and method == "POST",
+                      keep_alive=request.keep_alive) as handling:
+            if self._shows_loading(call):
+                handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
+            else:
+                handling.status = await forward(service.router, service.upstreams, call, request, conn,
+                                                handling.tracked)
+
+    def _shows_loading(self, call: Call) -> bool:
+        service = self._service
+        return (
+            service.config.models[call.model].send_loading_state is True
+            and service.processes[call.model].state is not ProcessState.READY
+            and wants_loading_state(call.path, call.body)
+        )
+
+
+def split_upstream_path(config: Config, raw_target: str) -> tuple[ModelConfig, str, str]:
+    """`/upstream/{model}{rest}`: the longest configured id or alias wins, so `author/model`
+    works; ``rest`` is the raw path and query after it."""
+    tail = raw_target[len("/upstream/"):]
+    segments = tail.split("?", 1)[0].split("/")
+    for end in range(len(segments), 0, -1):
+        candidate = "/".join(segments[:end])
+        name = unquote(candidate)
+        model = config.model_for(name)
+        if model is not None:
+            return model, name, tail[len(candidate):]
+    raise model_not_found(unquote(segments[0]))
+
+
+def _ignored(config: Config, path: str) -> bool:
+    """Static assets a browser fetches from an upstream's UI must not trigger a swap."""
+    return any(pattern.search(path) for pattern in config.upstream.ignore_patterns)
