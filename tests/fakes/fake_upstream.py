@@ -8,7 +8,8 @@ Run as a separate process::
 It speaks enough of the OpenAI / llama.cpp / Anthropic HTTP APIs for the
 proxy's integration tests, and has switches to misbehave on purpose (slow
 start, crash at start, never healthy, hanging health, ignoring SIGTERM,
-dying mid-stream, error statuses).  Every response carries the headers
+dying mid-stream, error statuses, interim 103 answers, dropping a request
+after reading it, ending a stream's body late).  Every response carries the headers
 ``X-Upstream-Name`` and ``X-Upstream-Pid`` and every JSON object it returns
 has ``"upstream": NAME`` so tests can tell which process answered.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextvars
 import hashlib
 import json
 import os
@@ -65,10 +67,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--die-before-answer-once", default=None, metavar="MARKER",
                    help="exit at the first inference POST without answering, unless MARKER exists; "
                         "creates MARKER, so the restarted upstream answers")
+    p.add_argument("--early-hints", action="store_true",
+                   help="inference POSTs first get an interim `103 Early Hints` (with a Link header), "
+                        "written on the raw connection, then their normal answer")
+    p.add_argument("--drop-after-read", action="store_true",
+                   help="inference POSTs are counted in /stats and their body read, then the connection "
+                        "is closed without an answer")
+    p.add_argument("--done-linger", type=float, default=0.0, metavar="SECONDS",
+                   help="a stream's body ends this long after its last event (`data: [DONE]` for chat)")
+    p.add_argument("--echo-headers", action="store_true",
+                   help="non-streamed JSON answers of inference POSTs carry `request_headers`: the "
+                        "[name, value] pairs the request arrived with, repeated headers kept apart")
     return p.parse_args(argv)
 
 
 ARGS: argparse.Namespace
+REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("request")  # the request being handled
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </hint>; rel=preload\r\n\r\n"
 CANCELLED: list[dict[str, Any]] = []  # requests whose handler saw a client disconnect
 STATS: dict[str, Any] = {"requests": 0, "by_path": {}, "slow_completed": 0}
 
@@ -199,6 +214,9 @@ def build_app() -> Any:
     def jresp(data: Any, status: int = 200) -> web.Response:
         if isinstance(data, dict):
             with_upstream(data)
+            request = REQUEST.get(None)
+            if ARGS.echo_headers and request is not None and request.method == "POST":
+                data["request_headers"] = [[k, v] for k, v in request.headers.items()]
         return web.Response(body=J(data), status=status, content_type="application/json")
 
     async def read_json(request: web.Request) -> dict[str, Any]:
@@ -241,6 +259,8 @@ def build_app() -> Any:
                 _exit_now(3)
             for ev in tail():
                 await resp.write(ev)
+            if ARGS.done_linger:
+                await asyncio.sleep(ARGS.done_linger)
             await resp.write_eof()
             if ARGS.close_after_stream and request.transport is not None:
                 # as llama-server does right after a stream (its FIN follows the last chunk by
@@ -259,12 +279,22 @@ def build_app() -> Any:
     @web.middleware
     async def mw(request: web.Request, handler: Any) -> web.StreamResponse:
         log(f"{ARGS.name} {request.method} {request.path}")
+        REQUEST.set(request)
         if ARGS.die_before_answer_once and request.method == "POST" and not os.path.exists(ARGS.die_before_answer_once):
             open(ARGS.die_before_answer_once, "w").close()
             log(f"{ARGS.name} dying before answering", err=True)
             _exit_now(4)
         STATS["requests"] += 1
         STATS["by_path"][request.path] = STATS["by_path"].get(request.path, 0) + 1
+        inference = request.method == "POST" and not request.path.startswith("/echo")
+        if ARGS.drop_after_read and inference:
+            await request.read()
+            log(f"{ARGS.name} dropping the connection after reading {request.method} {request.path}")
+            if request.transport is not None:
+                request.transport.close()
+            await asyncio.Event().wait()  # cancelled when aiohttp sees the connection gone
+        if ARGS.early_hints and inference and request.transport is not None:
+            request.transport.write(EARLY_HINTS)
         if (
             ARGS.error_status is not None
             and request.method == "POST"

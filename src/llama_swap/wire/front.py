@@ -75,6 +75,12 @@ class Refused(Exception):
         self.message = message
 
 
+class _Ends(Exception):
+    """Raised by the parser's callback at the end of a request after which nothing more is
+    read, so that llhttp stops there (it would parse what follows an HTTP/1.0 request with
+    `Transfer-Encoding`, which claims to keep the connection alive)."""
+
+
 class Incoming:
     """One request as parsed: head, body so far, and who answers it."""
 
@@ -321,12 +327,18 @@ class Connection(asyncio.Protocol):
             self._upgraded(data[upgrade.args[0]:])
         except httptools.HttpParserCallbackError as exc:  # raised by one of the callbacks below
             cause = exc.__context__
+            if isinstance(cause, _Ends):
+                return
             if not isinstance(cause, Refused):
                 log.error("error parsing a request from %s", self.peer, exc_info=cause)
                 cause = Refused(500, f"internal error: {type(cause).__name__}: {cause}")
             self._refuse(cause)
         except httptools.HttpParserError as exc:
-            if not self._closing:  # (llhttp also refuses the bytes after a request that ends the connection)
+            if self._closing:
+                return
+            if "HTTP version" in str(exc):
+                self._refuse(Refused(505, "unsupported HTTP version: use HTTP/1.1"))
+            else:
                 self._refuse(Refused(400, f"malformed HTTP request: {exc}"))
 
     def _upgraded(self, rest: bytes) -> None:
@@ -454,7 +466,7 @@ class Connection(asyncio.Protocol):
             elif size == 17 and name.lower() == b"transfer-encoding":
                 coding = value
         if version != "1.1" and version != "1.0":
-            raise Refused(505, f"HTTP/{version} is not supported: use HTTP/1.1")
+            raise Refused(505, f"unsupported HTTP version {version}: use HTTP/1.1")
         if hosts != 1 and (problem := host_problem(hosts, version)) is not None:
             raise Refused(400, problem)
         if coding is not None:
@@ -490,12 +502,13 @@ class Connection(asyncio.Protocol):
         self._current = None
         self._head_left = self._limits.max_head
         request.complete = True
-        if not request.keep_alive and not request.upgrade:
-            self._stop_reading()  # nothing after it is read (llhttp refuses it too)
         if request.handed:
             self._bridge.end(request)  # type: ignore[union-attr]
         elif self._queue and self._queue[0] is request:
             self._next()
+        if not request.keep_alive and not request.upgrade:
+            self._stop_reading()
+            raise _Ends  # nothing after it is parsed
 
 
 class Front:

@@ -29,6 +29,9 @@ log = logging.getLogger("llama_swap.proxy")
 WHOLE_BODY = 64 * 1024  # answers up to this size, with a Content-Length, are sent in one write
 BODILESS = frozenset({204, 304})  # their fields must pass as they are
 SSE = "text/event-stream"
+# The last event of an OpenAI (chat, completions), Anthropic (messages) or Responses stream:
+# a client may close as soon as it has it — the answer was whole.
+_STREAM_ENDS = (b"data: [DONE]", b"event: message_stop", b"event: response.completed")
 _NO_BUFFERING = (b"X-Accel-Buffering", b"no")  # tells nginx & co. not to buffer a stream
 
 
@@ -104,6 +107,7 @@ async def relay(exchange: Exchange, client: Client, tap: Tap, *, keep_alive: boo
 async def pump(exchange: Exchange, client: Client, tap: Tap, *, chunked: bool, sse: bool, model: str) -> int:
     """The body of an answer whose head the client has (also the upstream's events inside a
     loading stream, `sse` and `chunked`), chunk by chunk as it arrives."""
+    data = b""
     try:
         async for data in exchange:
             tap.chunk(data)
@@ -120,13 +124,19 @@ async def pump(exchange: Exchange, client: Client, tap: Tap, *, chunked: bool, s
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             _break_off(client, sse, chunked, tap.error or "cancelled", 503)
             return 503
-        if not exchange.finished:
+        if not (exchange.finished or sse and _ends_stream(data)):
             raise  # the client went away before the end
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # ... after it: delivered
         return exchange.status
     if chunked:
         client.write(END_CHUNKS)
     return exchange.status
+
+
+def _ends_stream(data: bytes) -> bool:
+    """Whether the last chunk written carried a stream's last event (`_STREAM_ENDS`)."""
+    tail = data[-64:]
+    return any(marker in tail for marker in _STREAM_ENDS)
 
 
 def _break_off(client: Client, sse: bool, chunked: bool, message: str, code: int) -> None:
