@@ -9,6 +9,7 @@ missing Chromium fails these tests: it belongs to the test environment (see .ci/
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +31,9 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1280, "height": 800}
 TIMEOUT_MS = 15_000  # every wait is bounded: auto-waiting actions and expect() assertions
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Where the screenshots go: a temporary directory (tests never change tracked files), or
+# docs/screenshots when refreshing the README's pictures: LLAMA_SWAP_SCREENSHOTS=docs/screenshots.
+SCREENSHOTS = Path(os.environ.get("LLAMA_SWAP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "llama-swap-screenshots")
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -67,6 +70,6 @@ def page(tmp_path: Path) -> Iterator[Page]:
 
 
 def screenshot(page: Page, name: str) -> None:
-    """docs/screenshots/<name>.png, toasts hidden and animations frozen."""
+    """<SCREENSHOTS>/<name>.png, toasts hidden and animations frozen."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled", style=".toasts { display: none; }")

@@ -1,5 +1,5 @@
 """The web UI, as a user drives it: load a model, watch its logs, chat with it, find the
-request in Activity (and cancel one in flight), unload it. Writes docs/screenshots/*.png."""
+request in Activity (and cancel one in flight), unload it. Writes its screenshots to $LLAMA_SWAP_SCREENSHOTS (docs/screenshots to refresh the README's)."""
 
 from __future__ import annotations
 
