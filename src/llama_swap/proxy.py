@@ -68,7 +68,7 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
             except (UpstreamClosed, TimeoutError) as exc:
                 raise unavailable(call, request, exc) from exc
             try:
-                return await relay(exchange, conn, tap, keep_alive=request.keep_alive, model=call.model)
+                return await relay(exchange, conn, tap, request, model=call.model)
             except BrokeOff as exc:
                 raise HTTPError(502, str(exc)) from exc
             finally:

@@ -29,7 +29,7 @@ class FailingLane:
         if request.target == b"/half":
             conn.write(head(200, "", [(b"Content-Length", b"100")]) + b"only part")
             raise RuntimeError("kaboom after the head")
-        conn.write(json_answer(200, b'{"ok":true}', keep_alive=request.keep_alive))
+        conn.write(json_answer(200, b'{"ok":true}', connection=request.connection))
 
 
 def _no_bridge() -> None:

@@ -133,7 +133,7 @@ class Lane:
             else:
                 call = self._model_call(request, plan, strip)
         except HTTPError as exc:
-            conn.write(error_answer(exc.status, exc.message, exc.headers, keep_alive=request.keep_alive))
+            conn.write(error_answer(exc.status, exc.message, exc.headers, connection=request.connection))
             return
         await self._proxy(call, request, conn)
 
@@ -193,17 +193,17 @@ class Lane:
         method = request.method
         if not rest or rest.startswith("?"):
             if method == b"DELETE":
-                conn.write(json_answer(200, orjson.dumps(await self._unload(model)), keep_alive=request.keep_alive))
+                conn.write(json_answer(200, orjson.dumps(await self._unload(model)), connection=request.connection))
             else:
                 status = 301 if method in (b"GET", b"HEAD") else 308
                 location = f"/upstream/{model.id}/{rest}".encode("latin-1")
                 conn.write(head(status, "", [(b"Location", location), (b"Content-Length", b"0")],
-                                keep_alive=request.keep_alive))
+                                connection=request.connection))
             return None
         path = rest.split("?", 1)[0]
         if path == "/load" and method == b"GET":
             status, payload = await self._load(model)
-            conn.write(json_answer(status, orjson.dumps(payload), keep_alive=request.keep_alive))
+            conn.write(json_answer(status, orjson.dumps(payload), connection=request.connection))
             return None
         service = self._service
         if service.processes[model.id].state is not ProcessState.READY and _ignored(plan.config, path):
@@ -239,17 +239,18 @@ class Lane:
         inference = path in INFERENCE_PATHS
         with Handling(service.activity, conn, model=call.model, method=method, path=path, headers=request.headers,
                       label=path if inference else "other", metered=inference and method == "POST",
-                      keep_alive=request.keep_alive) as handling:
-            if self._shows_loading(call):
+                      connection=request.connection) as handling:
+            if self._shows_loading(call, request):
                 handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
             else:
                 handling.status = await forward(service.router, service.upstreams, call, request, conn,
                                                 handling.tracked)
 
-    def _shows_loading(self, call: Call) -> bool:
+    def _shows_loading(self, call: Call, request: Incoming) -> bool:
         service = self._service
         return (
             service.config.models[call.model].send_loading_state is True
+            and request.version == "1.1"  # the stream is chunked
             and service.processes[call.model].state is not ProcessState.READY
             and wants_loading_state(call.path, call.body)
         )

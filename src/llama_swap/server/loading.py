@@ -69,7 +69,7 @@ async def serve_while_loading(service: Service, call: Call, request: Incoming, c
     acquiring = asyncio.ensure_future(router.wait(ticket))
     started = time.monotonic()
     try:
-        conn.write(head(200, "", _STREAM_FIELDS, chunked=True, keep_alive=request.keep_alive)
+        conn.write(head(200, "", _STREAM_FIELDS, chunked=True, connection=request.connection)
                    + _progress(call.requested, f"llama-swap: loading model {call.model}\n"))
         await _report_progress(conn, router, acquiring, call)
         lease = acquiring.result()

@@ -32,14 +32,14 @@ CLIENT_GONE = 499  # nginx's code for a client that closed the connection before
 class Handling:
     """``with Handling(...) as handling:`` around everything a proxied request does."""
 
-    __slots__ = ("tracked", "status", "_activity", "_conn", "_keep_alive")
+    __slots__ = ("tracked", "status", "_activity", "_conn", "_connection")
 
     def __init__(self, activity: Activity, conn: Connection, *, model: str, method: str, path: str,
-                 headers: Mapping[str, str], label: str, metered: bool, keep_alive: bool) -> None:
+                 headers: Mapping[str, str], label: str, metered: bool, connection: bytes | None) -> None:
         self._activity = activity
         self.tracked = activity.begin(model, method, path, headers, conn.peer, label=label, metered=metered)
         self._conn = conn
-        self._keep_alive = keep_alive
+        self._connection = connection
         self.status = CLIENT_GONE  # until an answer is given
 
     def __enter__(self) -> Handling:
@@ -82,7 +82,7 @@ class Handling:
         if self._conn.sent:
             self._conn.close()
         else:
-            self._conn.write(error_answer(status, message, dict(headers or {}), keep_alive=self._keep_alive))
+            self._conn.write(error_answer(status, message, headers, connection=self._connection))
 
 
 def route_error_headers(exc: RouteError) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 END_CHUNKS = b"0\r\n\r\n"  # the last chunk of a chunked body
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CLOSE = b"close"  # the `Connection` field of an answer after which the connection ends
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
@@ -21,15 +22,16 @@ def reason_phrase(status: int) -> str:
 
 
 def head(status: int, reason: str, fields: Iterable[tuple[bytes, bytes]], *, chunked: bool = False,
-         keep_alive: bool = True) -> bytes:
-    """A status line and ``fields``, then the framing and connection fields the service adds."""
+         connection: bytes | None = None) -> bytes:
+    """A status line and ``fields``, then the framing and `Connection` fields the service adds
+    (``connection``: `Incoming.connection`, `CLOSE`, or None for HTTP/1.1's default)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or reason_phrase(status)).encode("latin-1", "replace"))]
     for name, value in fields:
         lines += (name, b": ", value, b"\r\n")
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
-    if not keep_alive:
-        lines.append(b"Connection: close\r\n")
+    if connection is not None:
+        lines += (b"Connection: ", connection, b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
 
@@ -38,7 +40,8 @@ def encoded(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
 
 
-def json_answer(status: int, body: bytes, headers: Mapping[str, str] | None = None, *, keep_alive: bool) -> bytes:
+def json_answer(status: int, body: bytes, headers: Mapping[str, str] | None = None, *,
+                connection: bytes | None) -> bytes:
     """A whole answer with a JSON body of known length."""
     fields = [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(body)), *encoded(headers)]
-    return head(status, "", fields, keep_alive=keep_alive) + body
+    return head(status, "", fields, connection=connection) + body

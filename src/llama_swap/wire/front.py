@@ -29,13 +29,13 @@ import asyncio
 import collections
 import logging
 import ssl
-from typing import NamedTuple, Protocol
+from typing import Mapping, NamedTuple, Protocol
 
 import httptools
 
 from llama_swap.server.errors import error_body
 from llama_swap.wire.bridge import Bridge, HandlerFactory
-from llama_swap.wire.framing import CONTINUE, head, json_answer
+from llama_swap.wire.framing import CLOSE, CONTINUE, head, json_answer
 from llama_swap.wire.headers import RawFields, RawHeaders, host_problem, response_fields
 
 log = logging.getLogger("llama_swap.server")
@@ -85,8 +85,8 @@ class Incoming:
     """One request as parsed: head, body so far, and who answers it."""
 
     __slots__ = ("method", "target", "version", "raw_headers", "headers", "keep_alive", "upgrade", "chunked",
-                 "body", "size", "content_length", "content_type", "expects_continue", "head_done", "complete",
-                 "lane", "handed")
+                 "head_size", "body", "size", "content_length", "content_type", "expects_continue", "head_done",
+                 "complete", "lane", "handed")
 
     def __init__(self) -> None:
         self.method = b""
@@ -97,6 +97,7 @@ class Incoming:
         self.keep_alive = True
         self.upgrade = False  # asked to switch protocols: what follows the head is not HTTP
         self.chunked = False
+        self.head_size = 0  # bytes of its request line and fields (give or take their separators)
         self.body: list[bytes] = []
         self.size = 0
         self.content_length: int | None = None
@@ -107,6 +108,14 @@ class Incoming:
         self.lane = False  # served by the lane (else by the aiohttp app)
         self.handed = False  # given to the aiohttp app
 
+    @property
+    def connection(self) -> bytes | None:
+        """The `Connection` field its answer needs: `close` when the connection ends after
+        it, `keep-alive` to keep an HTTP/1.0 connection open, none for HTTP/1.1's default."""
+        if not self.keep_alive:
+            return CLOSE
+        return b"keep-alive" if self.version == "1.0" else None
+
     def head_bytes(self) -> bytes:
         """The request line and fields as received, for the aiohttp handler."""
         lines = [b"%s %s HTTP/%s\r\n" % (self.method, self.target, self.version.encode())]
@@ -115,9 +124,10 @@ class Incoming:
         return b"".join(lines)
 
 
-def error_answer(status: int, message: str, headers: dict[str, str] | None = None, *, keep_alive: bool) -> bytes:
+def error_answer(status: int, message: str, headers: Mapping[str, str] | None = None, *,
+                 connection: bytes | None) -> bytes:
     """A whole answer carrying the service's own error."""
-    return json_answer(status, error_body(message), headers, keep_alive=keep_alive)
+    return json_answer(status, error_body(message), headers, connection=connection)
 
 
 def too_large(size: int | None, limit: int) -> Refused:
@@ -236,7 +246,7 @@ class Connection(asyncio.Protocol):
             log.exception("unhandled error serving %s %s", request.method.decode("latin-1"),
                           request.target.decode("latin-1"))
             if not self.sent:
-                self.write(error_answer(500, f"internal error: {type(exc).__name__}: {exc}", keep_alive=False))
+                self.write(error_answer(500, f"internal error: {type(exc).__name__}: {exc}", connection=CLOSE))
             self.close()
             return
         finally:
@@ -271,7 +281,7 @@ class Connection(asyncio.Protocol):
         if request is not None and request in self._queue:
             self._queue.remove(request)
         self._stop_reading()
-        self._error = error_answer(refusal.status, refusal.message, keep_alive=False)
+        self._error = error_answer(refusal.status, refusal.message, connection=CLOSE)
         self._next()
 
     def _stop_reading(self) -> None:
@@ -315,10 +325,13 @@ class Connection(asyncio.Protocol):
             if self._closing or self._raw:
                 return
             if self._head_left is not None:
-                self._refuse(Refused(431, f"request head too large: over the {self._limits.max_head >> 10} KiB "
-                                          "limit for the request line and headers (maxHeaderKB)"))
+                self._refuse(self._head_too_large())
                 return
             data = data[left:]
+
+    def _head_too_large(self) -> Refused:
+        return Refused(431, f"request head too large: over the {self._limits.max_head >> 10} KiB limit for the "
+                            "request line and headers (maxHeaderKB)")
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -432,12 +445,16 @@ class Connection(asyncio.Protocol):
         self._head_started = self._last_read
 
     def on_url(self, url: bytes) -> None:
-        self._current.target += url  # type: ignore[union-attr]
+        request = self._current
+        assert request is not None
+        request.target += url
+        request.head_size += len(url) + 16
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._current
         if request is not None and not request.head_done:  # trailer fields never join the head
             request.raw_headers.append((name, value))
+            request.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         request = self._current
@@ -446,6 +463,8 @@ class Connection(asyncio.Protocol):
         self._head_left = None
         self._limits = limits = self._front.lane.limits
         request.head_done = True
+        if request.head_size > limits.max_head:  # a whole head read at once (`data_received` bounds the rest)
+            raise self._head_too_large()
         request.method = method = parser.get_method()
         request.version = version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()

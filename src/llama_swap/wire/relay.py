@@ -21,6 +21,7 @@ from typing import Protocol
 import orjson
 
 from llama_swap.wire.framing import END_CHUNKS, chunk, head
+from llama_swap.wire.front import Incoming
 from llama_swap.wire.headers import response_fields
 from llama_swap.wire.upstream import Exchange, UpstreamClosed
 
@@ -73,9 +74,11 @@ def sse_error(message: str, code: int) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def relay(exchange: Exchange, client: Client, tap: Tap, *, keep_alive: bool, model: str) -> int:
-    """Write ``exchange``'s answer to ``client``; the status to account for it once its last
-    byte is written (502 or 503 when it was ended early, with ``tap.error`` saying why).
+async def relay(exchange: Exchange, client: Client, tap: Tap, request: Incoming, *, model: str) -> int:
+    """Write ``exchange``'s answer to ``request``'s ``client``; the status to account for it
+    once its last byte is written (502 or 503 when it was ended early, with ``tap.error``
+    saying why). An HTTP/1.0 client cannot read chunks: a stream of unknown length reaches
+    it unframed, and the connection's end ends it.
 
     Raises `BrokeOff` when a small answer broke off before anything was sent (the caller
     answers instead), `asyncio.CancelledError` when the client left before the end.
@@ -83,7 +86,8 @@ async def relay(exchange: Exchange, client: Client, tap: Tap, *, keep_alive: boo
     status = exchange.status
     tap.respond(status, exchange.raw_content_type, exchange.content_encoding)
     if exchange.bodiless or status in BODILESS:  # fields as they are, no body
-        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers), keep_alive=keep_alive))
+        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers),
+                          connection=request.connection))
         return status
     length = exchange.content_length
     sse = exchange.content_type == SSE
@@ -93,14 +97,16 @@ async def relay(exchange: Exchange, client: Client, tap: Tap, *, keep_alive: boo
         except UpstreamClosed as exc:
             raise BrokeOff(f"{broke_off_message(model)}: {exc}") from exc
         tap.chunk(whole)
-        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers), keep_alive=keep_alive)
-                     + whole)
+        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers),
+                          connection=request.connection) + whole)
         return status
-    chunked = length is None
+    chunked = length is None and request.version == "1.1"
+    if length is None and not chunked:
+        request.keep_alive = False
     fields = list(response_fields(exchange.raw_headers))
     if sse:
         fields.append(_NO_BUFFERING)
-    client.write(head(status, exchange.reason, fields, chunked=chunked, keep_alive=keep_alive))
+    client.write(head(status, exchange.reason, fields, chunked=chunked, connection=request.connection))
     return await pump(exchange, client, tap, chunked=chunked, sse=sse, model=model)
 
 
