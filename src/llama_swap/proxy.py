@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from llama_swap.errors import HTTPError
 from llama_swap.process import ModelProcess
 from llama_swap.routing.router import Lease, Router
-from llama_swap.server.errors import HTTPError
-from llama_swap.wire.front import Connection, Incoming
+from llama_swap.wire.front import Connection
 from llama_swap.wire.headers import REQUEST_DROP, request_head
+from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.relay import BrokeOff, Tap, relay
 from llama_swap.wire.upstream import Exchange, NotSent, UpstreamClient, UpstreamClosed
 

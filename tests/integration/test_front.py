@@ -1,7 +1,7 @@
-"""The front (server/front.py) and its fast lane, on the wire: what a client of any kind sees.
+"""The front (wire/front.py) and the lane, on the wire: what a client of any kind sees.
 
-Most integration tests already go through the fast lane (their model is ready); these aim at
-what is particular to it: one connection mixing fast and bridged requests, pipelining,
+Every integration test goes through them; these aim at what is particular to the front: one
+connection mixing lane and bridged (aiohttp) requests, pipelining,
 chunked and `Expect: 100-continue` uploads, HTTP/1.0, malformed requests, disconnects,
 and upstreams that close their connections.
 """

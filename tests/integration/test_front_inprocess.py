@@ -10,7 +10,8 @@ from typing import AsyncIterator
 import pytest
 
 from llama_swap.wire.framing import head, json_answer
-from llama_swap.wire.front import Connection, Front, Incoming, Limits
+from llama_swap.wire.front import Connection, Front, Limits
+from llama_swap.wire.incoming import Incoming
 
 LIMITS = Limits(max_head=64 << 10, max_body=1 << 20, header_timeout=30, body_timeout=30, idle_timeout=30)
 

@@ -8,9 +8,9 @@ import pytest
 from multidict import MultiDict
 
 from llama_swap.config import load_config_text
+from llama_swap.errors import HTTPError
 from llama_swap.observe.store import SORT_COLUMNS, ActivityQuery
 from llama_swap.server.api import MAX_LIMIT, parse_activity_query
-from llama_swap.server.errors import HTTPError
 from llama_swap.server.listing import status_records
 
 NOON = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc).timestamp()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import MultiDict
 
-from llama_swap.server.errors import HTTPError
+from llama_swap.errors import HTTPError
 from llama_swap.server.extract import model_from_body, model_from_query
 
 

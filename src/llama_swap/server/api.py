@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from llama_swap import __version__
+from llama_swap.errors import HTTPError
 from llama_swap.observe.events import (
     INFLIGHT,
     LOG_DATA,
@@ -18,7 +19,7 @@ from llama_swap.observe.events import (
     frame,
 )
 from llama_swap.observe.store import SORT_COLUMNS, ActivityQuery
-from llama_swap.server.errors import HTTPError, json_response
+from llama_swap.server.responses import json_response
 from llama_swap.server.service import SERVICE, Service
 from llama_swap.server.streaming import pump
 

@@ -14,12 +14,13 @@ from aiohttp import web
 
 from llama_swap import __version__
 from llama_swap.config import Config
+from llama_swap.errors import HTTPError
 from llama_swap.redact import use_secrets
 from llama_swap.server import logs_api, manage
 from llama_swap.server.api import add_api_routes
 from llama_swap.server.auth import check_key, is_open, quiet_bad_requests, target_problem
 from llama_swap.server.docs import add_docs_routes
-from llama_swap.server.errors import HTTPError, error_response
+from llama_swap.server.responses import error_response
 from llama_swap.server.service import SERVICE, Service
 from llama_swap.server.ui import add_ui_routes
 

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 
 from aiohttp import http_exceptions, web
 
-from llama_swap.server.errors import error_response
+from llama_swap.server.responses import error_response
 
 REALM = 'Basic realm="llama-swap"'
 UNAUTHORIZED = "unauthorized: invalid or missing API key"

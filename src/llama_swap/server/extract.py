@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 from multidict import MultiMapping
 
-from llama_swap.server.errors import HTTPError
+from llama_swap.errors import HTTPError
 
 _FORM_MAX_FIELD = 4096  # a model name is short; never decode a file part as the name
 _PARSER = email.parser.BytesParser(policy=email.policy.HTTP)

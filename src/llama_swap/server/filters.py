@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from llama_swap.config import ModelConfig
-from llama_swap.server.errors import HTTPError
+from llama_swap.errors import HTTPError
 
 PROTECTED_PARAM = "model"  # routing depends on it: no strip/set filter may touch it
 

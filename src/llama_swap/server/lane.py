@@ -19,6 +19,7 @@ from multidict import MultiDict
 from yarl import URL
 
 from llama_swap.config import Config, ModelConfig
+from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.proxy import Call, forward
 from llama_swap.routing.router import RouteError
@@ -31,15 +32,15 @@ from llama_swap.server.auth import (
     presented_key,
     target_problem,
 )
-from llama_swap.server.errors import HTTPError, model_not_found
 from llama_swap.server.extract import model_from_body, model_from_query
 from llama_swap.server.filters import rewrite_request
 from llama_swap.server.loading import serve_while_loading, wants_loading_state
 from llama_swap.server.request import Handling
 from llama_swap.server.service import Service
 from llama_swap.wire.framing import head, json_answer
-from llama_swap.wire.front import Connection, Incoming, Limits, error_answer
+from llama_swap.wire.front import Connection, Limits, error_answer
 from llama_swap.wire.headers import find
+from llama_swap.wire.incoming import Incoming
 
 # Known inference paths: the only values used as the `path` metrics label (bounded
 # cardinality), and the `/upstream/` sub-paths that count toward a model's concurrency limit.
@@ -71,6 +72,7 @@ class _Plan:
         self.limits = Limits(config.max_header_bytes, config.max_body_bytes, timeouts.header, timeouts.body,
                              timeouts.idle)
         self.digests = key_digests(tuple(config.api_keys)) if config.api_keys else None
+        self.loading = frozenset(model_id for model_id, model in config.models.items() if model.send_loading_state)
         self.forward_keys = config.forward_api_keys
         self._models: dict[str, ModelConfig | None] = {}
 
@@ -249,7 +251,7 @@ class Lane:
     def _shows_loading(self, call: Call, request: Incoming) -> bool:
         service = self._service
         return (
-            service.config.models[call.model].send_loading_state is True
+            call.model in self.plan.loading
             and request.version == "1.1"  # the stream is chunked
             and service.processes[call.model].state is not ProcessState.READY
             and wants_loading_state(call.path, call.body)

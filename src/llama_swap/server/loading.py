@@ -18,7 +18,8 @@ from llama_swap.proxy import Call, send, unavailable
 from llama_swap.routing.router import Lease, RouteError, Router
 from llama_swap.server.service import Service
 from llama_swap.wire.framing import END_CHUNKS, chunk, head
-from llama_swap.wire.front import Connection, Incoming
+from llama_swap.wire.front import Connection
+from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.relay import Tap, pump, sse_error
 from llama_swap.wire.upstream import NotSent, UpstreamClosed
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from llama_swap.errors import HTTPError
 from llama_swap.observe.logbuffer import LogBuffer
-from llama_swap.server.errors import HTTPError
 from llama_swap.server.service import SERVICE
 from llama_swap.server.streaming import pump
 

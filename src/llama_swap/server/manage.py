@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from llama_swap.process import ProcessState
-from llama_swap.server.errors import json_response
 from llama_swap.server.listing import model_records
+from llama_swap.server.responses import json_response
 from llama_swap.server.service import SERVICE, Service
 
 _HEALTH_STATUS = {

@@ -19,9 +19,9 @@ import logging
 from types import TracebackType
 from typing import Mapping
 
+from llama_swap.errors import HTTPError
 from llama_swap.observe.activity import CANCELLED, Activity
 from llama_swap.routing.router import RouteError
-from llama_swap.server.errors import HTTPError
 from llama_swap.wire.front import Connection, error_answer
 
 log = logging.getLogger("llama_swap.server")

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from llama_swap.config import Config, ModelConfig
+from llama_swap.errors import model_not_found
 from llama_swap.observe.activity import Activity
 from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, EventBus
 from llama_swap.observe.logbuffer import LogBuffer, LogHub
@@ -21,7 +22,6 @@ from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.reaper import Reaper
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
-from llama_swap.server.errors import model_not_found
 from llama_swap.server.listing import status_records
 from llama_swap.wire.upstream import UpstreamClient
 

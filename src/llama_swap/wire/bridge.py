@@ -11,24 +11,34 @@ next request, and detaches the handler when the next one is its own.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from llama_swap.wire.framing import END_CHUNKS, chunk
-
-if TYPE_CHECKING:
-    from llama_swap.wire.front import Connection, Incoming
+from llama_swap.wire.incoming import Incoming
 
 HandlerFactory = Callable[[], web.RequestHandler]  # type: ignore[type-arg]
+
+
+class Owner(Protocol):
+    """The client connection (`wire.front.Connection`) a bridge is attached to."""
+
+    def close(self) -> None: ...
+
+    def bridge_wants_reading(self, wanted: bool) -> None:
+        """aiohttp's flow control, merged with the front's."""
+
+    def answered_by_bridge(self) -> None:
+        """aiohttp has finished the answer to the request it was handed."""
 
 
 class BridgeTransport(asyncio.Transport):
     """The transport an aiohttp handler writes through: the client's socket, until the front
     takes the connection back (after which nothing the handler does reaches the socket)."""
 
-    def __init__(self, conn: Connection, real: asyncio.Transport) -> None:
+    def __init__(self, conn: Owner, real: asyncio.Transport) -> None:
         super().__init__()
         self.conn = conn
         self._real = real
@@ -80,7 +90,7 @@ class BridgeTransport(asyncio.Transport):
 class Bridge:
     """One aiohttp request handler attached to a client connection."""
 
-    def __init__(self, conn: Connection, real: asyncio.Transport, factory: HandlerFactory, *,
+    def __init__(self, conn: Owner, real: asyncio.Transport, factory: HandlerFactory, *,
                  writing_paused: bool) -> None:
         self.handler = factory()
         self.transport = BridgeTransport(conn, real)

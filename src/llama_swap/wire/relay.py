@@ -21,8 +21,8 @@ from typing import Protocol
 import orjson
 
 from llama_swap.wire.framing import END_CHUNKS, chunk, head
-from llama_swap.wire.front import Incoming
 from llama_swap.wire.headers import response_fields
+from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.upstream import Exchange, UpstreamClosed
 
 log = logging.getLogger("llama_swap.proxy")
