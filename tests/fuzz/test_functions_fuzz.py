@@ -23,11 +23,11 @@ from multidict import MultiDict
 
 from llama_swap.config import load_config_text
 from llama_swap.config.fields import ConfigError
+from llama_swap.errors import HTTPError
 from llama_swap.observe.store import ActivityRow, ActivityStore
 from llama_swap.observe.usage import UsageMeter
 from llama_swap.server.api import parse_activity_query
 from llama_swap.server.auth import presented_key, target_problem
-from llama_swap.server.errors import HTTPError
 from llama_swap.server.extract import model_from_body, model_from_query
 from tests.fuzz.strategies import (
     BOUNDARY_CHARS,

@@ -28,11 +28,14 @@ def address(service: RunningService) -> tuple[str, int]:
     return host, int(port)
 
 
-def connect(service: RunningService, timeout: float = WAIT, *, sndbuf: int | None = None) -> socket.socket:
+def connect(service: RunningService, timeout: float = WAIT, *, sndbuf: int | None = None,
+            rcvbuf: int | None = None) -> socket.socket:
     """A new client connection to the service (loopback), every operation bounded by ``timeout``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if sndbuf is not None:  # before connecting, so the kernel does not grow it
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    if rcvbuf is not None:  # a slow reader: most of an answer waits in the service's send buffer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(timeout)
     sock.connect(address(service))
     return sock

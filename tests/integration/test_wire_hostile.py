@@ -334,6 +334,27 @@ def test_connection_close_ends_the_connection_after_the_answer(start_service, ki
         reader.expect_close(" after an answer to `Connection: close`")
 
 
+def test_a_large_answer_before_a_closing_request_arrives_whole(start_service) -> None:
+    """A large answer, then a request that ends the connection, then more bytes the service
+    will never read: the client still reads the large answer to its last byte and the
+    closing request's answer, then a clean end — not a reset that drops the answer's tail
+    (a socket closed with unread input sends a RST; found by the fuzz target)."""
+    service = start_service(BASIC)
+    make_ready(service)
+    body = bytes(40_000)  # echoed as JSON text: an answer of ~200 KB, relayed in pieces
+    with connect(service, rcvbuf=4096) as sock:
+        sock.sendall(request("POST", "/upstream/alpha/echo?m=1", body,
+                             headers=[("Content-Type", "application/octet-stream")])
+                     + request("HEAD", "/health", headers=[("Connection", "close")]))
+        reader = Reader(sock)
+        reader.wait_for(b"HTTP/1.1 200")  # the large answer has begun ...
+        sock.sendall(GARBAGE * 1000)  # ... and these bytes will never be read
+        echoed = reader.response()
+        assert echoed.status == 200 and echoed.json()["body_len"] == len(body), echoed
+        assert reader.response(head_request=True).status == 200
+        reader.expect_close(" after the answer to `Connection: close`")
+
+
 # =========================================================================== 4. HTTP/1.0 with chunked framing
 
 

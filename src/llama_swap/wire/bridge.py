@@ -25,7 +25,8 @@ HandlerFactory = Callable[[], web.RequestHandler]  # type: ignore[type-arg]
 class Owner(Protocol):
     """The client connection (`wire.front.Connection`) a bridge is attached to."""
 
-    def close(self) -> None: ...
+    def end(self) -> None:
+        """Close once what was written has gone, without a reset."""
 
     def bridge_wants_reading(self, wanted: bool) -> None:
         """aiohttp's flow control, merged with the front's."""
@@ -57,7 +58,7 @@ class BridgeTransport(asyncio.Transport):
 
     def close(self) -> None:
         if self.attached:
-            self.conn.close()
+            self.conn.end()
 
     def abort(self) -> None:
         if self.attached:

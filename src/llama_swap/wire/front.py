@@ -42,6 +42,7 @@ from llama_swap.wire.incoming import Incoming
 log = logging.getLogger("llama_swap.server")
 
 SWEEP_SECONDS = 0.5  # how often connections are checked against the client timeouts
+LINGER_SECONDS = 2.0  # after its last answer, how long a connection reads (and drops) what the client still sends
 
 
 class Limits(NamedTuple):
@@ -121,6 +122,7 @@ class Connection(asyncio.Protocol):
         self._reading = True
         self.paused = False  # the client's socket buffer is full: `drain` before writing more
         self._drained: asyncio.Future[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None  # while ending: the close that ends it
 
     # -------------------------------------------------------------- writing (the lane's side)
 
@@ -148,6 +150,23 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def end(self) -> None:
+        """Close after the last answer without losing it: closing a socket whose input was
+        not all read sends a RST, on which the client's kernel drops what the client has not
+        read yet — the end of that answer. So: half-close (a FIN after the answer), drop
+        whatever the client still sends, and close at its EOF or after `LINGER_SECONDS`."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._linger is not None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        self._closing = True
+        transport.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        self._front_reads = self._bridge_reads = True
+        self._apply_reading()
 
     @property
     def idle(self) -> bool:
@@ -192,7 +211,7 @@ class Connection(asyncio.Protocol):
         if self._error is not None:
             self.write(self._error)
             self._error = None
-        self.close()
+        self.end()
         return True
 
     async def _serve(self, request: Incoming) -> None:
@@ -203,9 +222,11 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             log.exception("unhandled error serving %s %s", request.method.decode("latin-1"),
                           request.target.decode("latin-1"))
-            if not self.sent:
+            if self.sent:
+                self.close()  # a half-sent answer must not pass for whole
+            else:
                 self.write(error_answer(500, f"internal error: {type(exc).__name__}: {exc}", connection=CLOSE))
-            self.close()
+                self.end()
             return
         finally:
             self._task = None
@@ -336,7 +357,7 @@ class Connection(asyncio.Protocol):
             request.body.append(data)
 
     def eof_received(self) -> bool | None:
-        if self._bridge is not None:
+        if self._bridge is not None and self._linger is None:
             return self._bridge.handler.eof_received()
         return None
 
@@ -352,6 +373,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._front.connections.discard(self)
+        if self._linger is not None:
+            self._linger.cancel()
         if self._bridge is not None:
             self._bridge.handler.connection_lost(exc)
         if self._task is not None:
