@@ -9,12 +9,12 @@ and upstreams that close their connections.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from tests.fakes import fake_cmd
 from tests.integration.conftest import HI, RunningService, wait_until
+from tests.integration.rawhttp import Reader, connect, request
 
 CONFIG = f"""
 healthCheckTimeout: 15
@@ -31,121 +31,68 @@ CHAT = json.dumps({"model": "alpha", "messages": HI}).encode()
 @pytest.fixture
 def svc(start_service) -> RunningService:
     service = start_service(CONFIG)
-    assert service.chat("alpha").status_code == 200  # ready: the next requests take the fast lane
+    assert service.chat("alpha").status_code == 200  # ready: the next requests are served at once
     return service
 
 
-def _connect(service: RunningService) -> socket.socket:
-    host, port = service.url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.settimeout(10)
-    return sock
+def _post(path: str, body: bytes, *, extra: tuple[tuple[str, str], ...] = (), version: str = "1.1") -> bytes:
+    return request("POST", path, body, headers=[("Content-Type", "application/json"), *extra], version=version)
 
 
-def _post(path: str, body: bytes, *, extra: str = "", version: str = "1.1") -> bytes:
-    return (
-        f"POST {path} HTTP/{version}\r\nHost: test\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}\r\n"
-    ).encode() + body
-
-
-class _Reader:
-    """Reads HTTP/1.1 responses off a raw socket, one at a time."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed")
-        self.buffer += data
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-        if "content-length" in headers:
-            size = int(headers["content-length"])
-            while len(self.buffer) < size:
-                self._fill()
-            body, self.buffer = self.buffer[:size], self.buffer[size:]
-            return status, headers, body
-        if headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while True:
-                while b"\r\n" not in self.buffer:
-                    self._fill()
-                size_line, rest = self.buffer.split(b"\r\n", 1)
-                size = int(size_line, 16)
-                while len(rest) < size + 2:
-                    self._fill()
-                    size_line, rest = self.buffer.split(b"\r\n", 1)
-                body += rest[:size]
-                self.buffer = rest[size + 2:]
-                if size == 0:
-                    return status, headers, body
-        return status, headers, b""
-
-
-def test_one_connection_mixes_fast_and_bridged_requests(svc: RunningService) -> None:
+def test_one_connection_mixes_lane_and_bridged_requests(svc: RunningService) -> None:
     """A client that keeps one connection (OpenWebUI, the SDKs) for everything gets every
     answer right, in order, whichever side serves it."""
-    with _connect(svc) as sock:
-        reader = _Reader(sock)
+    with connect(svc) as sock:
+        reader = Reader(sock)
         for _ in range(2):
             sock.sendall(_post("/v1/chat/completions", CHAT))
-            status, headers, body = reader.response()
-            assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "hello from alpha"
+            answer = reader.response()
+            assert answer.status == 200 and answer.json()["choices"][0]["message"]["content"] == "hello from alpha"
             sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: test\r\n\r\n")
-            status, _, body = reader.response()
-            assert status == 200 and {m["id"] for m in json.loads(body)["data"]} == {"alpha", "beta"}
+            answer = reader.response()
+            assert answer.status == 200 and {m["id"] for m in answer.json()["data"]} == {"alpha", "beta"}
         sock.sendall(_post("/v1/chat/completions", json.dumps({"model": "beta", "messages": HI}).encode()))
-        status, _, body = reader.response()  # a swap: served by the aiohttp side
-        assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "hello from beta"
+        answer = reader.response()  # a swap: the lane waits for it
+        assert answer.status == 200 and answer.json()["choices"][0]["message"]["content"] == "hello from beta"
 
 
 def test_pipelined_requests_are_answered_in_order(svc: RunningService) -> None:
     bodies = [json.dumps({"model": "alpha", "messages": [{"role": "user", "content": f"n{i}"}]}).encode()
               for i in range(3)]
-    with _connect(svc) as sock:
-        reader = _Reader(sock)
+    with connect(svc) as sock:
+        reader = Reader(sock)
         sock.sendall(b"".join(_post("/v1/chat/completions", body) for body in bodies)
                      + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
         for _ in bodies:
-            status, _, body = reader.response()
-            assert status == 200 and json.loads(body)["model"] == "alpha"
-        status, _, body = reader.response()
-        assert status == 200 and json.loads(body)["status"] == "ok"
+            answer = reader.response()
+            assert answer.status == 200 and answer.json()["model"] == "alpha"
+        answer = reader.response()
+        assert answer.status == 200 and answer.json()["status"] == "ok"
 
 
 def test_chunked_upload_reaches_the_upstream_whole(svc: RunningService) -> None:
     body = json.dumps({"model": "alpha", "messages": HI, "pad": "x" * 5000}).encode()
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:100], body[100:4000], body[4000:]))
-    with _connect(svc) as sock:
+    with connect(svc) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
-        status, _, answer = _Reader(sock).response()
-    assert status == 200 and json.loads(answer)["choices"][0]["message"]["content"] == "hello from alpha"
+        answer = Reader(sock).response()
+    assert answer.status == 200 and answer.json()["choices"][0]["message"]["content"] == "hello from alpha"
 
 
 def test_expect_100_continue_gets_an_interim_answer(svc: RunningService) -> None:
     """curl sends `Expect: 100-continue` for bodies over 1 KiB and waits for it."""
-    with _connect(svc) as sock:
-        head = _post("/v1/chat/completions", CHAT, extra="Expect: 100-continue\r\n")
+    with connect(svc) as sock:
+        head = _post("/v1/chat/completions", CHAT, extra=(("Expect", "100-continue"),))
         sock.sendall(head[: -len(CHAT)])
         assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(CHAT)
-        status, _, body = _Reader(sock).response()
-    assert status == 200 and json.loads(body)["model"] == "alpha"
+        answer = Reader(sock).response()
+    assert answer.status == 200 and answer.json()["model"] == "alpha"
 
 
 def test_http_1_0_client_is_answered_and_disconnected(svc: RunningService) -> None:
-    with _connect(svc) as sock:
+    with connect(svc) as sock:
         sock.sendall(_post("/v1/chat/completions", CHAT, version="1.0"))
         data = b""
         while chunk := sock.recv(65536):
@@ -156,21 +103,20 @@ def test_http_1_0_client_is_answered_and_disconnected(svc: RunningService) -> No
 
 
 def test_malformed_request_gets_400_and_the_service_goes_on(svc: RunningService) -> None:
-    with _connect(svc) as sock:
+    with connect(svc) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
-        status, _, _ = _Reader(sock).response()
-    assert status == 400
+        assert Reader(sock).response().status == 400
     assert svc.chat("alpha").status_code == 200
 
 
 def test_body_over_the_limit_is_refused_by_its_announced_length(start_service) -> None:
     service = start_service(CONFIG.replace("healthCheckTimeout: 15", "healthCheckTimeout: 15\nmaxBodyMB: 1"))
     assert service.chat("alpha").status_code == 200
-    with _connect(service) as sock:
+    with connect(service) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 2000000\r\n\r\n")
-        status, _, body = _Reader(sock).response()
-    assert status == 413 and "maxBodyMB" in json.loads(body)["error"]
+        answer = Reader(sock).response()
+    assert answer.status == 413 and "maxBodyMB" in answer.error()
 
 
 def test_client_leaving_mid_stream_is_logged_and_frees_the_upstream(start_service) -> None:
@@ -181,7 +127,7 @@ def test_client_leaving_mid_stream_is_logged_and_frees_the_upstream(start_servic
         """)
     assert service.chat("slow").status_code == 200
     body = json.dumps({"model": "slow", "messages": HI, "stream": True}).encode()
-    with _connect(service) as sock:
+    with connect(service) as sock:
         sock.sendall(_post("/v1/chat/completions", body))
         received = b""
         while b"data:" not in received:  # the first event has arrived
