@@ -111,13 +111,15 @@ def start(
     together: bool,
     cpus: set[int] | None,
     name: str = "service",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """Run llama-swap on a free port with these models until the block ends; stops everything."""
     config = workdir / f"{name}.yaml"
     log = workdir / f"{name}.log"
     write_config(config, models, together=together)
     port = procs.free_port()
-    popen = procs.spawn([str(LLAMA_SWAP), "-config", str(config), "-listen", f"127.0.0.1:{port}"], cpus=cpus, log=log)
+    popen = procs.spawn([str(LLAMA_SWAP), "-config", str(config), "-listen", f"127.0.0.1:{port}"], cpus=cpus, log=log,
+                        env=env)
     service: Service | None = None
     try:
         try:

@@ -12,15 +12,15 @@ a 502, never a second generation; timeouts are never replayed either.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Coroutine, NamedTuple
 
 from llama_swap.errors import HTTPError
 from llama_swap.process import ModelProcess
-from llama_swap.routing.router import Lease, Router
+from llama_swap.routing.router import Router
 from llama_swap.wire.front import Connection
 from llama_swap.wire.headers import REQUEST_DROP, request_head
 from llama_swap.wire.incoming import Incoming
-from llama_swap.wire.relay import BrokeOff, Tap, relay
+from llama_swap.wire.relay import BrokeOff, Tap, answer_now, relay
 from llama_swap.wire.upstream import Exchange, NotSent, UpstreamClient, UpstreamClosed
 
 log = logging.getLogger("llama_swap.proxy")
@@ -42,20 +42,14 @@ class Call(NamedTuple):
     strip: frozenset[bytes]  # fields not sent on (those that carried llama-swap's own key)
 
 
-async def acquire(router: Router, call: Call) -> Lease:
-    """The model, ready for this request: at once when it is (the common case), else once
-    the router has started it (raises `RouteError`)."""
-    ticket = router.admit(call.model, counted=call.counted)
-    return router.granted(ticket) or await router.wait(ticket)
-
-
 async def forward(router: Router, client: UpstreamClient, call: Call, request: Incoming, conn: Connection,
                   tap: Tap) -> int:
     """Proxy ``call`` and relay the answer; the status to account for it (raises `HTTPError`
     or `RouteError` when no answer could begin)."""
     replayed = False
     while True:
-        lease = await acquire(router, call)
+        ticket = router.admit(call.model, counted=call.counted)
+        lease = router.granted(ticket) or await router.wait(ticket)  # at once when ready (the common case)
         try:
             process = lease.process
             try:
@@ -69,7 +63,8 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
             except (UpstreamClosed, TimeoutError) as exc:
                 raise unavailable(call, request, exc) from exc
             try:
-                return await relay(exchange, conn, tap, request, model=call.model)
+                status = answer_now(exchange, conn, tap, request)
+                return status if status is not None else await relay(exchange, conn, tap, request, model=call.model)
             except BrokeOff as exc:
                 raise HTTPError(502, str(exc)) from exc
             finally:
@@ -78,20 +73,18 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
             router.release(lease)
 
 
-async def send(client: UpstreamClient, process: ModelProcess, call: Call, request: Incoming,
-               conn: Connection, *, interim: bool = True) -> Exchange:
-    """Send ``call`` to ``process``'s server; the answer once its head arrived (``interim``
-    answers are passed to an HTTP/1.1 client as they come)."""
+def send(client: UpstreamClient, process: ModelProcess, call: Call, request: Incoming, conn: Connection, *,
+         interim: bool = True) -> Coroutine[None, None, Exchange]:
+    """Send ``call`` to ``process``'s server; awaited, the answer once its head arrived
+    (``interim`` answers are passed to an HTTP/1.1 client as they come)."""
     upstream = process.upstream
     method = request.method
     body = call.body
-    head = request_head(
-        method, upstream.prefix + call.target, request.raw_headers, host=upstream.host_header,
-        drop=REQUEST_DROP | call.strip if call.strip else REQUEST_DROP, peer=conn.peer,
-        length=len(body) if body or method in _WITH_BODY else None,
-    )
-    return await client.send(upstream, head + body if body else head, bodiless=method == b"HEAD",
-                             on_interim=conn.interim_answer if interim and request.version == "1.1" else None)
+    head = request_head(method, upstream.prefix + call.target, request.raw_headers, upstream.host_header,
+                        REQUEST_DROP | call.strip if call.strip else REQUEST_DROP, conn.peer,
+                        len(body) if body or method in _WITH_BODY else None)
+    return client.send(upstream, head + body if body else head, method == b"HEAD",
+                       conn.interim_answer if interim and request.version == "1.1" else None)
 
 
 def unavailable(call: Call, request: Incoming, exc: Exception) -> HTTPError:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -346,3 +347,16 @@ def test_client_disconnect_mid_generation_frees_the_server(service: RunningServi
         f"the next request ended {done - would_end:.1f} s after the abandoned generation would have ended "
         f"({rate:.0f} tokens/s)"
     )
+
+
+def test_streams_and_plain_requests_back_to_back_all_succeed(service: RunningService) -> None:
+    """llama-server closes its connection right after every stream (and drops what reaches
+    it meanwhile, without a reset): a request sent on that connection in that instant would
+    be lost, and must not be sent twice either. So none may go there: 120 requests, streams
+    and plain ones alternating on one client connection, every one answered."""
+    body = {"model": CHAT_A, "messages": HI, "max_tokens": 1}
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        for i in range(120):
+            response = client.post("/v1/chat/completions", json={**body, "stream": bool(i % 2)})
+            assert response.status_code == 200, (i, response.text)
+    assert "closes its connection after every stream" in service.log()

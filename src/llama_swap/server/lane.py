@@ -74,19 +74,19 @@ class _Plan:
         self.digests = key_digests(tuple(config.api_keys)) if config.api_keys else None
         self.loading = frozenset(model_id for model_id, model in config.models.items() if model.send_loading_state)
         self.forward_keys = config.forward_api_keys
-        self._models: dict[str, ModelConfig | None] = {}
+        self._models: dict[str, tuple[ModelConfig, str]] = {}
 
-    def model(self, name: str) -> ModelConfig:
-        """The model for an id or alias (404 otherwise); configured names are kept (bounded)."""
+    def model(self, name: str) -> tuple[ModelConfig, str]:
+        """The model for an id or alias, and its id (404 otherwise); read from the config once
+        per configured name (pydantic's attributes are slow to read on every request)."""
         try:
-            model = self._models[name]
+            return self._models[name]
         except KeyError:
             model = self.config.model_for(name)
-            if model is not None:
-                self._models[name] = model
-        if model is None:
-            raise model_not_found(name)
-        return model
+            if model is None:
+                raise model_not_found(name) from None
+            found = self._models[name] = (model, model.id)
+            return found
 
 
 class Lane:
@@ -124,7 +124,9 @@ class Lane:
         return not self._app_routes(request.method.decode("latin-1"), path)
 
     async def serve(self, request: Incoming, conn: Connection) -> None:
-        """Answer ``request``: refused at once, or proxied inside the request skeleton."""
+        """Answer ``request``: accepted (or refused at once), then proxied inside the request
+        skeleton — a loading stream while the model starts if the client can show one, else
+        the lease, the upstream and the relay."""
         plan = self.plan
         try:
             strip = self._admit(request, plan)
@@ -137,7 +139,17 @@ class Lane:
         except HTTPError as exc:
             conn.write(error_answer(exc.status, exc.message, exc.headers, connection=request.connection))
             return
-        await self._proxy(call, request, conn)
+        service = self._service
+        path = call.path
+        method = _METHODS.get(request.method) or request.method.decode("latin-1")
+        inference = path in INFERENCE_PATHS
+        with Handling(service.activity, conn, call.model, method, path, request.headers,
+                      path if inference else "other", inference and method == "POST", request.connection) as handling:
+            if call.model in plan.loading and self._shows_loading(call, request):
+                handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
+            else:
+                handling.status = await forward(service.router, service.upstreams, call, request, conn,
+                                                handling.tracked)
 
     # ------------------------------------------------------------------ accept
 
@@ -170,10 +182,10 @@ class Lane:
             if body:
                 raise HTTPError(400, "missing 'model' field in request body")
             name = self._the_running_model(request, path)
-        model = plan.model(name)
+        model, model_id = plan.model(name)
         if body:
             body = rewrite_request(model, name, content_type, body)
-        return Call(model.id, name, target, path, body, True, strip)
+        return Call(model_id, name, target, path, body, True, strip)
 
     def _the_running_model(self, request: Incoming, path: str) -> str:
         """A request naming no model (e.g. `GET /slots`) goes to the one running model."""
@@ -230,30 +242,11 @@ class Lane:
             return exc.status, {"status": "error", "message": exc.message}
         return 200, {"status": "ok", "message": f"{model.id} is ready"}
 
-    # ------------------------------------------------------------------ proxy
-
-    async def _proxy(self, call: Call, request: Incoming, conn: Connection) -> None:
-        """Inside the request skeleton: a loading stream while the model starts, if the
-        client can show one, else the lease, the upstream and the relay."""
-        service = self._service
-        path = call.path
-        method = _METHODS.get(request.method) or request.method.decode("latin-1")
-        inference = path in INFERENCE_PATHS
-        with Handling(service.activity, conn, model=call.model, method=method, path=path, headers=request.headers,
-                      label=path if inference else "other", metered=inference and method == "POST",
-                      connection=request.connection) as handling:
-            if self._shows_loading(call, request):
-                handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
-            else:
-                handling.status = await forward(service.router, service.upstreams, call, request, conn,
-                                                handling.tracked)
-
     def _shows_loading(self, call: Call, request: Incoming) -> bool:
-        service = self._service
+        """For a model with `sendLoadingState`: whether this request gets a loading stream."""
         return (
-            call.model in self.plan.loading
-            and request.version == "1.1"  # the stream is chunked
-            and service.processes[call.model].state is not ProcessState.READY
+            request.version == "1.1"  # the stream is chunked
+            and self._service.processes[call.model].state is not ProcessState.READY
             and wants_loading_state(call.path, call.body)
         )
 

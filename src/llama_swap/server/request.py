@@ -34,7 +34,7 @@ class Handling:
 
     __slots__ = ("tracked", "status", "_activity", "_conn", "_connection")
 
-    def __init__(self, activity: Activity, conn: Connection, *, model: str, method: str, path: str,
+    def __init__(self, activity: Activity, conn: Connection, model: str, method: str, path: str,
                  headers: Mapping[str, str], label: str, metered: bool, connection: bytes | None) -> None:
         self._activity = activity
         self.tracked = activity.begin(model, method, path, headers, conn.peer, label=label, metered=metered)
@@ -46,15 +46,16 @@ class Handling:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if exc is None:
+            self._activity.finish(self.tracked, self.status)
+            return False
         try:
             return self._ended(exc)
         finally:
             self._activity.finish(self.tracked, self.status)
 
-    def _ended(self, exc: BaseException | None) -> bool:
-        """Answer for how the request ended; True when the exception is dealt with."""
-        if exc is None:
-            return False
+    def _ended(self, exc: BaseException) -> bool:
+        """Answer for how the request ended early; True when the exception is dealt with."""
         tracked = self.tracked
         if isinstance(exc, asyncio.CancelledError):
             if not tracked.cancelled:

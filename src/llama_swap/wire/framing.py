@@ -21,13 +21,15 @@ def reason_phrase(status: int) -> str:
     return _PHRASES.get(status, "")
 
 
-def head(status: int, reason: str, fields: Iterable[tuple[bytes, bytes]], *, chunked: bool = False,
-         connection: bytes | None = None) -> bytes:
-    """A status line and ``fields``, then the framing and `Connection` fields the service adds
-    (``connection``: `Incoming.connection`, `CLOSE`, or None for HTTP/1.1's default)."""
+def head(status: int, reason: str, fields: Iterable[tuple[bytes, bytes]], *, drop: frozenset[bytes] | None = None,
+         chunked: bool = False, connection: bytes | None = None) -> bytes:
+    """A status line and ``fields`` but those named in ``drop`` (lower case), then the framing
+    and `Connection` fields the service adds (``connection``: `Incoming.connection`, `CLOSE`,
+    or None for HTTP/1.1's default)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or reason_phrase(status)).encode("latin-1", "replace"))]
     for name, value in fields:
-        lines += (name, b": ", value, b"\r\n")
+        if drop is None or name.lower() not in drop:
+            lines += (name, b": ", value, b"\r\n")
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if connection is not None:

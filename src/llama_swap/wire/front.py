@@ -36,10 +36,16 @@ import httptools
 from llama_swap.errors import error_body
 from llama_swap.wire.bridge import Bridge, HandlerFactory
 from llama_swap.wire.framing import CLOSE, CONTINUE, head, json_answer
-from llama_swap.wire.headers import RawFields, host_problem, response_fields
+from llama_swap.wire.headers import RawFields, host_problem, response_drop
 from llama_swap.wire.incoming import Incoming
 
 log = logging.getLogger("llama_swap.server")
+
+# The request fields the front reads, by the length of their name (one lookup per field).
+_HOST, _LENGTH, _TYPE, _EXPECT, _CODING = b"host", b"content-length", b"content-type", b"expect", b"transfer-encoding"
+_READ = {len(name): name for name in (_HOST, _LENGTH, _TYPE, _EXPECT, _CODING)}
+
+_PARSER_STOPS = (httptools.HttpParserError, httptools.HttpParserUpgrade)  # what `feed_data` raises
 
 SWEEP_SECONDS = 0.5  # how often connections are checked against the client timeouts
 LINGER_SECONDS = 2.0  # after its last answer, how long a connection reads (and drops) what the client still sends
@@ -95,6 +101,11 @@ def too_large(size: int | None, limit: int) -> Refused:
     return Refused(413, f"request body too large: {what} the {limit >> 20} MiB limit (maxBodyMB)")
 
 
+def _head_size(request: Incoming) -> int:
+    """The bytes of a parsed head, give or take its separators."""
+    return len(request.target) + 16 + sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parses requests and has them answered in order."""
 
@@ -114,6 +125,9 @@ class Connection(asyncio.Protocol):
         self._closing = False  # nothing more is read: answer what is queued, then close
         self._error: bytes | None = None  # the answer to give once all before it are answered
         self._head_left: int | None = 0  # bytes the head being received may still take; None in a body
+        self._ended_in_read = False  # a request ended in the bytes being parsed
+        self._fields: RawFields = []  # where llhttp's fields go: the head's, or trailers
+        self._head_unmetered = False  # the head being parsed began in such bytes: `data_received` did not count them
         self._head_started = 0.0
         self._last_read = 0.0
         self.idle_since = 0.0
@@ -123,14 +137,15 @@ class Connection(asyncio.Protocol):
         self.paused = False  # the client's socket buffer is full: `drain` before writing more
         self._drained: asyncio.Future[None] | None = None
         self._linger: asyncio.TimerHandle | None = None  # while ending: the close that ends it
+        self._lost = True  # no transport to write to (until connected; again once closed)
+        self._loop = asyncio.get_running_loop()
 
     # -------------------------------------------------------------- writing (the lane's side)
 
     def write(self, data: bytes) -> None:
         self.sent = True
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        if not self._lost:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def interim(self, data: bytes) -> None:
         """An interim (1xx) answer: not part of the answer proper."""
@@ -139,12 +154,12 @@ class Connection(asyncio.Protocol):
 
     def interim_answer(self, status: int, reason: str, fields: RawFields) -> None:
         """An upstream's interim answer (`103 Early Hints`…), passed on (RFC 9110 §15.2)."""
-        self.interim(head(status, reason, response_fields(fields)))
+        self.interim(head(status, reason, fields, drop=response_drop(fields)))
 
     async def drain(self) -> None:
         """Wait while the client's socket buffer is full (a slow reader slows the relay)."""
         if self.paused:
-            waiter = self._drained = asyncio.get_running_loop().create_future()
+            waiter = self._drained = self._loop.create_future()
             await waiter
 
     def close(self) -> None:
@@ -164,7 +179,7 @@ class Connection(asyncio.Protocol):
             return
         self._closing = True
         transport.write_eof()
-        self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        self._linger = self._loop.call_later(LINGER_SECONDS, transport.close)
         self._front_reads = self._bridge_reads = True
         self._apply_reading()
 
@@ -182,10 +197,12 @@ class Connection(asyncio.Protocol):
             return
         queue = self._queue
         if not queue:
-            self.idle_since = self._last_read = self._head_started = asyncio.get_running_loop().time()
-            self._front_wants_reading(True)
+            self.idle_since = self._last_read = self._head_started = self._loop.time()
+            if not self._front_reads:
+                self._front_wants_reading(True)
             return
-        self._front_wants_reading(len(queue) == 1)
+        if self._front_reads != (len(queue) == 1):
+            self._front_wants_reading(len(queue) == 1)
         request = queue[0]
         if request.lane:
             if self._bridge is not None:
@@ -193,8 +210,7 @@ class Connection(asyncio.Protocol):
                 self._bridge = None
                 self.bridge_wants_reading(True)
             if request.complete:
-                self.sent = False
-                self._task = asyncio.get_running_loop().create_task(self._serve(request))
+                self._serve_now(request)
             elif request.expects_continue and request.version == "1.1":
                 request.expects_continue = False
                 self.interim(CONTINUE)
@@ -203,6 +219,10 @@ class Connection(asyncio.Protocol):
                 assert self.transport is not None
                 self._bridge = Bridge(self, self.transport, self._front.handler_factory, writing_paused=self.paused)
             self._bridge.hand(request)
+
+    def _serve_now(self, request: Incoming) -> None:
+        self.sent = False
+        self._task = self._loop.create_task(self._serve(request))
 
     def _finish(self) -> bool:
         """While closing: once nothing is left to answer, give the pending error and close."""
@@ -237,15 +257,14 @@ class Connection(asyncio.Protocol):
             self._queue.popleft()
         if not request.keep_alive or not request.complete:
             self._closing = True
-        if self.transport is None or self.transport.is_closing():
-            return
-        self._next()
+        if not self._lost:
+            self._next()
 
     def answered_by_bridge(self) -> None:
         """aiohttp has finished the answer to the request it was handed (told from inside
         its handler's task: the front goes on once that call has returned)."""
         if self._queue and self._queue[0].handed:
-            asyncio.get_running_loop().call_soon(self._answered, self._queue[0])
+            self._loop.call_soon(self._answered, self._queue[0])
 
     # -------------------------------------------------------------- refusing
 
@@ -287,37 +306,58 @@ class Connection(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
-        self._last_read = asyncio.get_running_loop().time()
+        self._last_read = self._loop.time()
         if self._closing:
             return
         if self._raw:
             self._received_raw(data)
             return
-        while data:
-            left = self._head_left
-            if left is None or len(data) <= left:
-                if left is not None:
-                    self._head_left = left - len(data)
-                self._feed(data)
+        left = self._head_left
+        if left is not None:
+            if len(data) > left:
+                self._past_head_budget(data, left)
                 return
-            self._feed(data[:left])  # the head may end within these bytes, or must be refused
+            self._head_left = left - len(data)
+        self._ended_in_read = False
+        try:
+            self._parser.feed_data(data)
+        except _PARSER_STOPS as exc:
+            self._parse_failed(exc, data)
+
+    def _past_head_budget(self, data: bytes, left: int) -> None:
+        """More bytes than the head being received may still take: the head must end within
+        ``left`` of them, or it is refused (431) before llhttp buffers any more of it."""
+        while data:
+            self._feed(data[:left])
             if self._closing or self._raw:
                 return
             if self._head_left is not None:
                 self._refuse(self._head_too_large())
                 return
             data = data[left:]
+            left = self._head_left
+            if left is None or len(data) <= left:
+                if left is not None:
+                    self._head_left = left - len(data)
+                self._feed(data)
+                return
 
     def _head_too_large(self) -> Refused:
         return Refused(431, f"request head too large: over the {self._limits.max_head >> 10} KiB limit for the "
                             "request line and headers (maxHeaderKB)")
 
     def _feed(self, data: bytes) -> None:
+        self._ended_in_read = False
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgraded(data[upgrade.args[0]:])
-        except httptools.HttpParserCallbackError as exc:  # raised by one of the callbacks below
+        except _PARSER_STOPS as exc:
+            self._parse_failed(exc, data)
+
+    def _parse_failed(self, exc: Exception, data: bytes) -> None:
+        """llhttp stopped: an upgrade, one of the callbacks below refusing, or bad bytes."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            self._upgraded(data[exc.args[0]:])
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, _Ends):
                 return
@@ -325,13 +365,12 @@ class Connection(asyncio.Protocol):
                 log.error("error parsing a request from %s", self.peer, exc_info=cause)
                 cause = Refused(500, f"internal error: {type(cause).__name__}: {cause}")
             self._refuse(cause)
-        except httptools.HttpParserError as exc:
-            if self._closing:
-                return
-            if "HTTP version" in str(exc):
-                self._refuse(Refused(505, "unsupported HTTP version: use HTTP/1.1"))
-            else:
-                self._refuse(Refused(400, f"malformed HTTP request: {exc}"))
+        elif self._closing:
+            return
+        elif "HTTP version" in str(exc):
+            self._refuse(Refused(505, "unsupported HTTP version: use HTTP/1.1"))
+        else:
+            self._refuse(Refused(400, f"malformed HTTP request: {exc}"))
 
     def _upgraded(self, rest: bytes) -> None:
         """After a request asking to switch protocols, the bytes are no longer HTTP: aiohttp
@@ -342,7 +381,7 @@ class Connection(asyncio.Protocol):
             return
         self._upgrade = request
         if request.lane:
-            request.keep_alive = False
+            request.end_connection()
             self._stop_reading()
         else:
             self._received_raw(rest)
@@ -365,13 +404,15 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._lost = False
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
-        self.idle_since = self._last_read = asyncio.get_running_loop().time()
+        self.idle_since = self._last_read = self._loop.time()
         self._head_left = self._limits.max_head
         self._front.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._front.connections.discard(self)
         if self._linger is not None:
             self._linger.cancel()
@@ -422,48 +463,50 @@ class Connection(asyncio.Protocol):
     # -------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
-        self._current = Incoming()
+        self._current = request = Incoming()
+        self._fields = request.raw_headers
+        self._head_unmetered = self._ended_in_read
         self._head_started = self._last_read
 
     def on_url(self, url: bytes) -> None:
-        request = self._current
-        assert request is not None
-        request.target += url
-        request.head_size += len(url) + 16
+        self._current.target += url  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        request = self._current
-        if request is not None and not request.head_done:  # trailer fields never join the head
-            request.raw_headers.append((name, value))
-            request.head_size += len(name) + len(value) + 4
+        self._fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         request = self._current
         assert request is not None
         parser = self._parser
         self._head_left = None
+        self._fields = []  # trailer fields, after a chunked body, never join the head
         self._limits = limits = self._front.lane.limits
         request.head_done = True
-        if request.head_size > limits.max_head:  # a whole head read at once (`data_received` bounds the rest)
+        if self._head_unmetered and _head_size(request) > limits.max_head:
             raise self._head_too_large()
         request.method = method = parser.get_method()
         request.version = version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive()
+        if not parser.should_keep_alive():
+            request.end_connection()
+        elif version == "1.0":
+            request.connection = b"keep-alive"  # an HTTP/1.0 client is told the connection stays
         coding = None
         hosts = 0
         for name, value in request.raw_headers:
-            size = len(name)
-            if size == 4 and name.lower() == b"host":
+            known = _READ.get(len(name))
+            if known is None or name.lower() != known:
+                continue
+            if known is _HOST:
                 hosts += 1
-            elif size == 14 and name.lower() == b"content-length":
+            elif known is _LENGTH:
                 request.content_length = int(value)  # llhttp has checked it is one number
-            elif size == 12 and name.lower() == b"content-type":
+            elif known is _TYPE:
                 request.content_type = value
-            elif size == 6 and name.lower() == b"expect":
+            elif known is _EXPECT:
                 if value.strip().lower() != b"100-continue":
                     raise Refused(417, f"unsupported Expect: {value.decode('latin-1')!r} (only 100-continue)")
                 request.expects_continue = True
-            elif size == 17 and name.lower() == b"transfer-encoding":
+            else:
                 coding = value
         if version != "1.1" and version != "1.0":
             raise Refused(505, f"unsupported HTTP version {version}: use HTTP/1.1")
@@ -472,7 +515,7 @@ class Connection(asyncio.Protocol):
         if coding is not None:
             request.chunked = True  # llhttp accepts only `chunked` as the last coding
             if version == "1.0":
-                request.keep_alive = False  # RFC 9112 §6.1: faulty framing, close after it
+                request.end_connection()  # RFC 9112 §6.1: faulty framing, close after it
         if method == b"CONNECT":
             raise Refused(405, "CONNECT is not supported: llama-swap is not a forward proxy")
         if request.content_length is not None and request.content_length > limits.max_body:
@@ -480,10 +523,10 @@ class Connection(asyncio.Protocol):
         request.upgrade = parser.should_upgrade()
         request.lane = self._front.lane.takes(request)
         self._queue.append(request)
-        if len(self._queue) == 1:
-            self._next()
-        else:
+        if len(self._queue) > 1:
             self._front_wants_reading(False)  # pipelined: read on when its turn comes
+        elif not request.lane or request.expects_continue:
+            self._next()  # aiohttp gets it now; a client waiting for `100 Continue` gets it now
 
     def on_body(self, body: bytes) -> None:
         request = self._current
@@ -501,11 +544,15 @@ class Connection(asyncio.Protocol):
         assert request is not None
         self._current = None
         self._head_left = self._limits.max_head
+        self._ended_in_read = True  # what follows in this read was not counted against the next head
         request.complete = True
         if request.handed:
             self._bridge.end(request)  # type: ignore[union-attr]
         elif self._queue and self._queue[0] is request:
-            self._next()
+            if request.lane and self._bridge is None and self._task is None:
+                self._serve_now(request)  # the common case: nothing else to see to
+            else:
+                self._next()
         if not request.keep_alive and not request.upgrade:
             self._stop_reading()
             raise _Ends  # nothing after it is parsed

@@ -54,7 +54,7 @@ def forwarded_for(fields: RawFields) -> bytes:
     return b", ".join(value for value in values if value)
 
 
-def request_head(method: bytes, target: bytes, fields: RawFields, *, host: bytes, drop: frozenset[bytes],
+def request_head(method: bytes, target: bytes, fields: RawFields, host: bytes, drop: frozenset[bytes],
                  peer: str | None, length: int | None) -> bytes:
     """The request line and end-to-end fields for an upstream: without ``drop`` (which
     includes `REQUEST_DROP`) nor the fields `Connection` names, with the upstream's `Host`,
@@ -75,7 +75,7 @@ def request_head(method: bytes, target: bytes, fields: RawFields, *, host: bytes
             continue
         lines += (name, b": ", value, b"\r\n")
     if named and not named <= drop:  # rare: the client's `Connection` names more fields: rebuilt once without them
-        return request_head(method, target, fields, host=host, drop=drop | named, peer=peer, length=length)
+        return request_head(method, target, fields, host, drop | named, peer, length)
     if peer:
         chain.append(peer.encode("latin-1"))
     if chain:
@@ -84,14 +84,11 @@ def request_head(method: bytes, target: bytes, fields: RawFields, *, host: bytes
     return b"".join(lines)
 
 
-def response_fields(fields: RawFields) -> Iterator[tuple[bytes, bytes]]:
-    """An upstream answer's end-to-end fields (hop-by-hop and `Connection`-named ones out)."""
-    drop = RESPONSE_DROP
-    for name, value in fields:
-        if len(name) == 10 and name.lower() == b"connection":
-            drop = drop | connection_tokens(fields)
-            break
-    return ((name, value) for name, value in fields if name.lower() not in drop)
+def response_drop(fields: RawFields) -> frozenset[bytes]:
+    """The fields of an upstream's answer not passed on: hop-by-hop ones, and those its
+    `Connection` field names."""
+    named = connection_tokens(fields)
+    return RESPONSE_DROP | named if named else RESPONSE_DROP
 
 
 def host_problem(hosts: int, version: str) -> str | None:

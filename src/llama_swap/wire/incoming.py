@@ -9,8 +9,8 @@ from llama_swap.wire.headers import RawFields, RawHeaders
 class Incoming:
     """One request: what the front parsed, and what it decided about it."""
 
-    __slots__ = ("method", "target", "version", "raw_headers", "headers", "keep_alive", "upgrade", "chunked",
-                 "head_size", "body", "size", "content_length", "content_type", "expects_continue", "head_done",
+    __slots__ = ("method", "target", "version", "raw_headers", "headers", "keep_alive", "connection", "upgrade", "chunked",
+                 "body", "size", "content_length", "content_type", "expects_continue", "head_done",
                  "complete", "lane", "handed")
 
     def __init__(self) -> None:
@@ -20,9 +20,9 @@ class Incoming:
         self.raw_headers: RawFields = []
         self.headers = RawHeaders(self.raw_headers)
         self.keep_alive = True
+        self.connection: bytes | None = None  # the `Connection` field its answer needs (`end_connection`)
         self.upgrade = False  # asked to switch protocols: what follows the head is not HTTP
         self.chunked = False
-        self.head_size = 0  # bytes of its request line and fields (give or take their separators)
         self.body: list[bytes] = []
         self.size = 0
         self.content_length: int | None = None
@@ -33,13 +33,11 @@ class Incoming:
         self.lane = False  # served by the lane (else by the aiohttp app)
         self.handed = False  # given to the aiohttp app
 
-    @property
-    def connection(self) -> bytes | None:
-        """The `Connection` field its answer needs: `close` when the connection ends after
-        it, `keep-alive` to keep an HTTP/1.0 connection open, none for HTTP/1.1's default."""
-        if not self.keep_alive:
-            return CLOSE
-        return b"keep-alive" if self.version == "1.0" else None
+    def end_connection(self) -> None:
+        """The connection ends after its answer (which says so: `Connection: close`); for
+        HTTP/1.0 kept alive, `connection` is `keep-alive`, and none for HTTP/1.1's default."""
+        self.keep_alive = False
+        self.connection = CLOSE
 
     def head_bytes(self) -> bytes:
         """The request line and fields as received, for the aiohttp handler."""

@@ -21,7 +21,6 @@ from typing import Protocol
 import orjson
 
 from llama_swap.wire.framing import END_CHUNKS, chunk, head
-from llama_swap.wire.headers import response_fields
 from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.upstream import Exchange, UpstreamClosed
 
@@ -74,6 +73,25 @@ def sse_error(message: str, code: int) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def answer_now(exchange: Exchange, client: Client, tap: Tap, request: Incoming) -> int | None:
+    """The answer written at once, when there is nothing of it still to come — no body, or a
+    small one already here (most JSON answers arrive with their head): its status. None,
+    having written nothing, for the rest (`relay`); spares the common answer a coroutine."""
+    status = exchange.status
+    bodiless = exchange.bodiless or status in BODILESS  # fields as they are, no body
+    if not bodiless and not (exchange.complete and exchange.content_type != SSE
+                             and (exchange.content_length or 0) <= WHOLE_BODY):
+        return None
+    tap.respond(status, exchange.raw_content_type, exchange.content_encoding)
+    answer = head(status, exchange.reason, exchange.raw_headers, drop=exchange.drop, connection=request.connection)
+    if not bodiless:
+        whole = exchange.take()
+        tap.chunk(whole)
+        answer += whole
+    client.write(answer)
+    return status
+
+
 async def relay(exchange: Exchange, client: Client, tap: Tap, request: Incoming, *, model: str) -> int:
     """Write ``exchange``'s answer to ``request``'s ``client``; the status to account for it
     once its last byte is written (502 or 503 when it was ended early, with ``tap.error``
@@ -83,12 +101,11 @@ async def relay(exchange: Exchange, client: Client, tap: Tap, request: Incoming,
     Raises `BrokeOff` when a small answer broke off before anything was sent (the caller
     answers instead), `asyncio.CancelledError` when the client left before the end.
     """
+    status = answer_now(exchange, client, tap, request)
+    if status is not None:
+        return status
     status = exchange.status
     tap.respond(status, exchange.raw_content_type, exchange.content_encoding)
-    if exchange.bodiless or status in BODILESS:  # fields as they are, no body
-        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers),
-                          connection=request.connection))
-        return status
     length = exchange.content_length
     sse = exchange.content_type == SSE
     if length is not None and length <= WHOLE_BODY and not sse:
@@ -97,16 +114,15 @@ async def relay(exchange: Exchange, client: Client, tap: Tap, request: Incoming,
         except UpstreamClosed as exc:
             raise BrokeOff(f"{broke_off_message(model)}: {exc}") from exc
         tap.chunk(whole)
-        client.write(head(status, exchange.reason, response_fields(exchange.raw_headers),
+        client.write(head(status, exchange.reason, exchange.raw_headers, drop=exchange.drop,
                           connection=request.connection) + whole)
         return status
     chunked = length is None and request.version == "1.1"
     if length is None and not chunked:
-        request.keep_alive = False
-    fields = list(response_fields(exchange.raw_headers))
-    if sse:
-        fields.append(_NO_BUFFERING)
-    client.write(head(status, exchange.reason, fields, chunked=chunked, connection=request.connection))
+        request.end_connection()
+    fields = [*exchange.raw_headers, _NO_BUFFERING] if sse else exchange.raw_headers
+    client.write(head(status, exchange.reason, fields, drop=exchange.drop, chunked=chunked,
+                      connection=request.connection))
     return await pump(exchange, client, tap, chunked=chunked, sse=sse, model=model)
 
 

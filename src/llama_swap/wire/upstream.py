@@ -11,20 +11,31 @@ is behind (backpressure: a slow client slows the model's stream instead of buffe
 here). Interim answers (`103 Early Hints`…) are handed on as they arrive.
 
 What may be sent again is decided here, by one rule: only what the upstream provably did not
-read. `NotSent` — the connection could not be opened, or a pooled connection was found dead
-before the request was written (it is then simply sent on a fresh one). A connection *reset*
-before any byte of an answer also proves it: the upstream's kernel answers data that its
-server never read with a RST (a server that read the request and then closed sends a FIN),
-so the request is sent once more on a fresh connection. Anything else after the request was
-written — a plain close, a timeout — is `UpstreamClosed` or `TimeoutError`, never repeated:
+read. `NotSent` — the connection could not be opened. A *reset* before any byte of an answer:
+the upstream's kernel answers data that its server never read with a RST — also when the
+server had closed the connection just before the request arrived (llama-server closes ~40 µs
+after the last chunk of every stream, measured: a pooled connection can be taken in that
+instant; then its FIN arrives first, and the RST right after it). A server that read the
+request and closed sends a FIN alone. So a close before any answer is looked at once more a
+moment later (`RESET_WAIT`): with the RST it is sent again on a fresh connection, without
+it the request is `UpstreamClosed`; a timeout is `TimeoutError`. Neither is ever repeated:
 a generation must not run twice.
+
+Which is why a connection that may be closing is not reused. llama-server reads and drops
+what arrives after its last chunk (no RST): a request sent in those microseconds would be
+lost. So a connection whose last answer was a stream is checked for a pending close before
+it is reused (as is one idle for longer than `CHECK_IDLE`), and an upstream seen closing
+its connections right after streams (`CLOSE_AFTER_STREAM`) has them closed by the pool
+instead, from then on: its streams each get a fresh connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import functools
+import logging
 import select
 import socket
 import ssl
@@ -33,9 +44,15 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from llama_swap.wire.headers import RawFields
+from llama_swap.wire.headers import RESPONSE_DROP, RawFields, response_drop
+
+log = logging.getLogger("llama_swap.proxy")
 
 IDLE_SECONDS = 4.0  # llama-server (cpp-httplib) closes idle connections after 5 s: drop ours first
+RESET_WAIT = 0.01  # how long a close before any answer is watched for the RST that proves the request unread
+CHECK_IDLE = 0.5  # a pooled connection idle for longer is checked for a pending close before it is reused
+CLOSE_AFTER_STREAM = 1.0  # an upstream closing a connection this soon after a stream does so after every stream
+_RESETS = (errno.EPIPE, errno.ECONNRESET)  # SO_ERROR after a RST (EPIPE: after the peer's FIN)
 HIGH_WATER = 256 * 1024  # bytes buffered before the upstream's socket is paused
 LOW_WATER = 64 * 1024
 
@@ -88,7 +105,8 @@ class Exchange:
 
     __slots__ = (
         "status", "reason", "raw_headers", "content_length", "content_type", "raw_content_type", "content_encoding",
-        "keep_alive", "received", "reset", "head", "on_interim", "_conn", "_chunks", "_size", "_waiter", "_done",
+        "keep_alive", "chunked", "drop", "received", "reset", "head", "on_interim", "_conn", "_chunks", "_size",
+        "_waiter", "_done",
         "_error", "_whole", "_until_close", "_bodiless",
     )
 
@@ -103,6 +121,8 @@ class Exchange:
         self.raw_content_type = ""  # as sent
         self.content_encoding = "identity"
         self.keep_alive = False
+        self.chunked = False  # a stream of unknown length
+        self.drop = RESPONSE_DROP  # its fields not passed on (`headers.response_drop`)
         self.received = False  # a byte of an answer arrived
         self.reset = False  # the connection was reset (RST) rather than closed
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -125,12 +145,21 @@ class Exchange:
         """The whole answer arrived and every chunk of it was taken by the reader."""
         return self._done and not self._chunks and self._error is None
 
+    @property
+    def complete(self) -> bool:
+        """The whole answer has arrived (and not yet been taken)."""
+        return self._done and self._error is None
+
     async def read(self) -> bytes:
         """The whole body (for answers of a known, small length)."""
         self._whole = True
         while not self._done:
             await self._wait()
-        body = b"".join(self._chunks)
+        return self.take()
+
+    def take(self) -> bytes:
+        """The whole body of a `complete` answer; the connection goes back to the pool."""
+        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self.close()
         return body
@@ -205,9 +234,10 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._paused = False
         self.idle_since = 0.0  # when it went back to the pool
+        self.after_stream = False  # its last answer was a stream (chunked)
         self._reason: list[bytes] = []
         self._raw_headers: RawFields = []
-        self._fd = -1
+        self._socket: socket.socket | None = None
 
     # -- used by the pool and the exchange
 
@@ -217,28 +247,26 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self.exchange
 
-    def alive(self) -> bool:
-        """Whether an idle pooled connection can carry a request: nothing has arrived on it
-        since its last answer (a close or reset the event loop has not handled yet shows
-        here as readable), so the request is not written into a connection already gone."""
-        if self.closed or self._fd < 0:
-            return False
-        try:
-            readable, _, _ = select.select((self._fd,), (), (), 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
-
     def finish(self, exchange: Exchange, *, reusable: bool) -> None:
         if self.exchange is not exchange:
             return
         self.exchange = None
         self.resume()
-        if reusable and exchange.keep_alive and not exchange._bodiless and not self.closed:
+        if (reusable and exchange.keep_alive and not exchange._bodiless and not self.closed
+                and not (exchange.chunked and self.key in self._pool.closes_after_streams)):
             self.idle_since = asyncio.get_running_loop().time()
+            self.after_stream = exchange.chunked
             self._pool.put(self)
         else:
             self.close()
+
+    def alive(self) -> bool:
+        """Whether nothing arrived on the idle connection (a close the event loop has not yet
+        handled shows as readable)."""
+        try:
+            return self._socket is not None and not select.select((self._socket,), (), (), 0)[0]
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         self.closed = True
@@ -259,11 +287,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self._fd = sock.fileno()
-            if self.key.keepalive > 0:
-                _keep_alive(sock, self.key.keepalive)
+        sock = self._socket = transport.get_extra_info("socket")
+        if sock is not None and self.key.keepalive > 0:
+            _keep_alive(sock, self.key.keepalive)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
@@ -278,14 +304,37 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool:
-        return False
+        """A close before any byte of the answer is held open for `RESET_WAIT`: see the
+        module's docstring."""
+        exchange = self.exchange
+        if exchange is None or exchange.received or exchange.reset:
+            return False
+        if self._reset_seen():
+            exchange.reset = True
+            return False
+        asyncio.get_running_loop().call_later(RESET_WAIT, self._closed_before_answer, exchange)
+        return True
+
+    def _closed_before_answer(self, exchange: Exchange) -> None:
+        if self.exchange is exchange and self._reset_seen():
+            exchange.reset = True
+        self.close()
+
+    def _reset_seen(self) -> bool:
+        """Whether the kernel has been told by a RST that the upstream did not read what we sent."""
+        try:
+            return self._socket is not None and self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in _RESETS
+        except OSError:
+            return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pool.forget(self)
+        if self.exchange is None and self.after_stream:
+            self._pool.closed_after_stream(self)
         exchange = self.exchange
         if exchange is not None:
-            exchange.reset = isinstance(exc, ConnectionResetError)
+            exchange.reset = exchange.reset or isinstance(exc, ConnectionResetError)
             exchange._fail(UpstreamClosed(f"the upstream closed the connection ({exc})" if exc else
                                           "the upstream closed the connection"))
 
@@ -314,7 +363,9 @@ class _Connection(asyncio.Protocol):
         chunked = False
         for name, value in raw:
             size = len(name)
-            if size == 14 and name.lower() == b"content-length":
+            if size == 10 and name.lower() == b"connection":
+                exchange.drop = response_drop(raw)
+            elif size == 14 and name.lower() == b"content-length":
                 length = value
             elif size == 12 and name.lower() == b"content-type":
                 content_type = value
@@ -332,6 +383,7 @@ class _Connection(asyncio.Protocol):
         if encoding is not None:
             exchange.content_encoding = encoding.decode("latin-1").strip().lower()
         exchange.keep_alive = self._parser.should_keep_alive()
+        exchange.chunked = chunked
         bodiless = exchange._bodiless or status in (101, 204, 304)
         exchange._until_close = exchange.content_length is None and not chunked and not bodiless
         exchange.head.set_result(None)
@@ -366,9 +418,10 @@ class UpstreamClient:
     def __init__(self) -> None:
         self._idle: dict[Upstream, list[_Connection]] = {}
         self._all: set[_Connection] = set()
+        self.closes_after_streams: set[Upstream] = set()  # upstreams whose connections end with each stream
 
-    async def send(self, upstream: Upstream, data: bytes, *, on_interim: Interim | None = None,
-                   bodiless: bool = False) -> Exchange:
+    async def send(self, upstream: Upstream, data: bytes, bodiless: bool = False,
+                   on_interim: Interim | None = None) -> Exchange:
         """Send one framed request (head and body) and wait for the answer's head.
 
         ``bodiless``: the request is a HEAD (its answer's fields describe a body never sent).
@@ -418,16 +471,28 @@ class UpstreamClient:
             conn.close()
         self._idle.clear()
 
+    def closed_after_stream(self, conn: _Connection) -> None:
+        """An idle connection whose last answer was a stream was closed by the upstream: if
+        that soon, it closes after every stream (llama-server does)."""
+        if conn.key in self.closes_after_streams:
+            return
+        if asyncio.get_running_loop().time() - conn.idle_since < CLOSE_AFTER_STREAM:
+            self.closes_after_streams.add(conn.key)
+            log.info("%s:%d closes its connection after every stream: streams to it get a fresh one",
+                     conn.key.host, conn.key.port)
+
     def _take(self, upstream: Upstream) -> _Connection | None:
-        """The most recently used idle connection that is still alive; ones idle for longer
-        than `IDLE_SECONDS` are closed (the upstream may be closing them right now)."""
+        """The most recently used idle connection; ones idle for longer than `IDLE_SECONDS`
+        are closed (the upstream may be closing them right now), and one after a stream or
+        idle for a while is checked for a close the loop has not handled yet."""
         idle = self._idle.get(upstream)
         if not idle:
             return None
-        stale = asyncio.get_running_loop().time() - IDLE_SECONDS
+        now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
-            if conn.idle_since < stale or not conn.alive():
+            if now - conn.idle_since > IDLE_SECONDS or (
+                    (conn.after_stream or now - conn.idle_since > CHECK_IDLE) and not conn.alive()):
                 conn.close()
                 continue
             return conn
