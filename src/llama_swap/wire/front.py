@@ -41,9 +41,10 @@ from llama_swap.wire.incoming import Incoming
 
 log = logging.getLogger("llama_swap.server")
 
-# The request fields the front reads, by the length of their name (one lookup per field).
-_HOST, _LENGTH, _TYPE, _EXPECT, _CODING = b"host", b"content-length", b"content-type", b"expect", b"transfer-encoding"
-_READ = {len(name): name for name in (_HOST, _LENGTH, _TYPE, _EXPECT, _CODING)}
+# The request fields the front reads, by their lower-case name (one lookup per field).
+_HOST, _LENGTH, _TYPE, _EXPECT, _CODING = 1, 2, 3, 4, 5
+_READ = {b"host": _HOST, b"content-length": _LENGTH, b"content-type": _TYPE, b"expect": _EXPECT,
+         b"transfer-encoding": _CODING}
 
 _PARSER_STOPS = (httptools.HttpParserError, httptools.HttpParserUpgrade)  # what `feed_data` raises
 
@@ -493,16 +494,17 @@ class Connection(asyncio.Protocol):
         coding = None
         hosts = 0
         for name, value in request.raw_headers:
-            known = _READ.get(len(name))
-            if known is None or name.lower() != known:
+            lower = name.lower()
+            if lower not in _READ:
                 continue
-            if known is _HOST:
+            known = _READ[lower]
+            if known == _HOST:
                 hosts += 1
-            elif known is _LENGTH:
+            elif known == _LENGTH:
                 request.content_length = int(value)  # llhttp has checked it is one number
-            elif known is _TYPE:
+            elif known == _TYPE:
                 request.content_type = value
-            elif known is _EXPECT:
+            elif known == _EXPECT:
                 if value.strip().lower() != b"100-continue":
                     raise Refused(417, f"unsupported Expect: {value.decode('latin-1')!r} (only 100-continue)")
                 request.expects_continue = True

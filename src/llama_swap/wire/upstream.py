@@ -107,7 +107,7 @@ class Exchange:
         "status", "reason", "raw_headers", "content_length", "content_type", "raw_content_type", "content_encoding",
         "keep_alive", "chunked", "drop", "received", "reset", "head", "on_interim", "_conn", "_chunks", "_size",
         "_waiter", "_done",
-        "_error", "_whole", "_until_close", "_bodiless",
+        "_error", "_whole", "_until_close", "bodiless",
     )
 
     def __init__(self, conn: _Connection, on_interim: Interim | None, bodiless: bool) -> None:
@@ -133,12 +133,7 @@ class Exchange:
         self._error: BaseException | None = None
         self._whole = False
         self._until_close = False  # no length, not chunked: the body ends when the connection does
-        self._bodiless = bodiless  # the answer to a HEAD request: its fields describe a body never sent
-
-    @property
-    def bodiless(self) -> bool:
-        """The answer to a HEAD request: its fields describe a body that is never sent."""
-        return self._bodiless
+        self.bodiless = bodiless  # the answer to a HEAD request: its fields describe a body never sent
 
     @property
     def finished(self) -> bool:
@@ -252,7 +247,7 @@ class _Connection(asyncio.Protocol):
             return
         self.exchange = None
         self.resume()
-        if (reusable and exchange.keep_alive and not exchange._bodiless and not self.closed
+        if (reusable and exchange.keep_alive and not exchange.bodiless and not self.closed
                 and not (exchange.chunked and self.key in self._pool.closes_after_streams)):
             self.idle_since = asyncio.get_running_loop().time()
             self.after_stream = exchange.chunked
@@ -384,10 +379,10 @@ class _Connection(asyncio.Protocol):
             exchange.content_encoding = encoding.decode("latin-1").strip().lower()
         exchange.keep_alive = self._parser.should_keep_alive()
         exchange.chunked = chunked
-        bodiless = exchange._bodiless or status in (101, 204, 304)
+        bodiless = exchange.bodiless or status in (101, 204, 304)
         exchange._until_close = exchange.content_length is None and not chunked and not bodiless
         exchange.head.set_result(None)
-        if exchange._bodiless:
+        if exchange.bodiless:
             exchange._complete()  # llhttp would wait for the body the fields announce
 
     def on_body(self, body: bytes) -> None:
