@@ -319,11 +319,7 @@ class Connection(asyncio.Protocol):
                 self._past_head_budget(data, left)
                 return
             self._head_left = left - len(data)
-        self._ended_in_read = False
-        try:
-            self._parser.feed_data(data)
-        except _PARSER_STOPS as exc:
-            self._parse_failed(exc, data)
+        self._feed(data)
 
     def _past_head_budget(self, data: bytes, left: int) -> None:
         """More bytes than the head being received may still take: the head must end within
