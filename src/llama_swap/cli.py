@@ -18,9 +18,10 @@ from aiohttp import web
 from llama_swap import __version__
 from llama_swap.config import Config, ConfigError, load_config
 from llama_swap.observe.logs import configure_logging
+from llama_swap.ports import ephemeral_range, start_port_warning
 from llama_swap.server.app import app_routes, build_app
 from llama_swap.server.lane import Lane
-from llama_swap.server.service import SERVICE
+from llama_swap.server.service import SERVICE, Service
 from llama_swap.watch import watch
 from llama_swap.wire.bridge import AnswerCounter
 from llama_swap.wire.front import Front
@@ -81,9 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return uvloop.run(serve(config, host, port, args, tls))
 
 
-def _load(args: argparse.Namespace, running: Config | None = None) -> Config:
-    """Load the config; on a reload, models keep the ports they run on."""
-    keep = {m: c.port for m, c in running.models.items() if c.port is not None} if running else None
+def _load(args: argparse.Namespace, running: Service | None = None) -> Config:
+    """Load the config; on a reload, models keep the ports they run on (those moved off a
+    taken port included)."""
+    keep = None
+    if running is not None:
+        keep = {m: p.config.port for m, p in running.processes.items() if p.config.port is not None}
     return load_config(args.config, config_dir=args.config_dir, keep_ports=keep)
 
 
@@ -91,6 +95,9 @@ def _warn(config: Config) -> None:
     """What the config asks for but cannot have (e.g. preloading an unknown model)."""
     for warning in config.warnings:
         log.warning("%s", warning)
+    ports = [model.port for model in config.models.values() if model.port is not None]
+    if crowded := start_port_warning(ports, ephemeral_range()):
+        log.warning("%s", crowded)
 
 
 def exposure_warning(host: str | None, port: int, config: Config) -> str | None:
@@ -158,7 +165,7 @@ async def serve(
 
     async def reload() -> None:
         try:
-            new = _load(args, app[SERVICE].config)
+            new = _load(args, app[SERVICE])
             configure_logging(new)
             _warn(new)
             app[SERVICE].apply(new)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from llama_swap.config import ModelConfig
+from llama_swap.ports import bind_hosts, can_bind, next_free
 from llama_swap.reaper import Reaper
 from llama_swap.redact import redact_argv
 from llama_swap.wire.upstream import Upstream, address
@@ -133,8 +134,10 @@ class ModelProcess:
         on_state: Callable[[str, ProcessState], None] | None = None,
         on_crash: Callable[[str], None] | None = None,
         on_output: Callable[[str], None] | None = None,
+        reserved_ports: Callable[[], set[int]] | None = None,
     ) -> None:
         self.config = config
+        self._reserved_ports = reserved_ports  # ports other models were given: never moved onto
         self.id = config.id  # a plain attribute: read on every request (pydantic's are slower)
         self._on_output = on_output  # e.g. the model's log history
         self.health_check_timeout = health_check_timeout
@@ -220,11 +223,11 @@ class ModelProcess:
 
     # ----------------------------------------------------------------- details
     async def _spawn(self) -> None:
+        self._take_free_port()
         argv = self.config.argv
         env = {**os.environ, **self.config.env_map}
         self.output.clear()
         self._stop_requested = False
-        await self._check_port_free()
         log.info("[%s] starting: %s", self.id, " ".join(redact_argv(argv)))
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -242,24 +245,26 @@ class ModelProcess:
             self._reaper.track(self._proc.pid)
         self._reader = asyncio.create_task(self._read_output(self._proc))
 
-    async def _check_port_free(self) -> None:
-        """Refuse to start when something already listens on the port ${PORT} gave us.
+    def _take_free_port(self) -> None:
+        """Move to the next free port when the one `${PORT}` gave us cannot be listened on.
 
-        Otherwise its health check would pass and requests would reach a stranger
-        (another program, or a leftover server) instead of this model.
+        Another program holds it (a second instance of the service, a leftover server), or,
+        inside the kernel's ephemeral range, an outgoing connection's local end does. Starting
+        anyway would fail the model, or worse, pass its health check against a stranger.
+        Synchronous from check to move, so two models starting at once never pick one port.
         """
         port = self.config.port
         if port is None:
+            return  # a port written in cmd: the user's to keep; the server's own error says so
+        hosts = bind_hosts(urlsplit(self.config.proxy).hostname)
+        if all(can_bind(host, port) for host in hosts):
             return
-        host = urlsplit(self.config.proxy).hostname or "127.0.0.1"
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1.0)
-        except (OSError, asyncio.TimeoutError):
-            return
-        writer.close()
-        raise StartError(
-            f"port {port} is already in use by another process; stop it or change startPort"
-        )
+        reserved = self._reserved_ports() if self._reserved_ports is not None else set()
+        moved = next_free(port, reserved, lambda candidate: all(can_bind(host, candidate) for host in hosts))
+        if moved is None:
+            raise StartError(f"port {port} is already in use by another program and no free port above it is left")
+        log.warning("[%s] port %d is in use by another program; starting on port %d instead", self.id, port, moved)
+        self.config = self.config.with_port(moved)
 
     async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
         """Drain the child's output line by line (a full pipe would block the upstream)."""

@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
@@ -316,3 +317,30 @@ def test_watch_config_picks_up_a_saved_change(start_watching) -> None:
     assert wait_until(lambda: RELOADED in service.log(), timeout=10), service.log()
     assert "config change detected" in service.log()
     assert answer(service.chat("later")) == ("hello from m", pid)
+
+
+def test_a_model_moved_off_a_taken_port_keeps_running_across_a_reload(start_service) -> None:
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    models = f"""
+        startPort: {port}
+        models:
+          m:
+            cmd: {fake_cmd(name="m")}
+        """
+    try:
+        service = start_service(models)
+        _, pid = answer(service.chat("m"))
+        assert f"port {port} is in use by another program" in service.log()
+        line = reload(service, models + f"""
+          n:
+            cmd: {fake_cmd(name="n")}
+        """)
+        # m keeps the port it moved to, so its settings are unchanged: same process
+        assert "added ['n']" in line and "changed none" in line and "1 unchanged" in line
+        assert answer(service.chat("m")) == ("hello from m", pid)
+        assert answer(service.chat("n"))[0] == "hello from n"
+    finally:
+        squatter.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import socket
 import time
 
@@ -205,7 +206,15 @@ def test_query_parameter_selects_the_model(two: RunningService) -> None:
     assert two.http.get("/slots").headers["x-upstream-name"] == "beta"
 
 
-def test_a_port_taken_by_another_program_fails_the_start_clearly(start_service) -> None:
+def _moved(service: RunningService, model: str, port: int) -> int:
+    """The port the service's log says ``model`` moved to from ``port``."""
+    found = re.search(rf"\[{model}\] port {port} is in use by another program; starting on port (\d+) instead",
+                      service.log())
+    assert found, service.log()
+    return int(found.group(1))
+
+
+def test_a_port_taken_by_another_program_moves_the_model_to_a_free_one(start_service) -> None:
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
@@ -217,13 +226,70 @@ def test_a_port_taken_by_another_program_fails_the_start_clearly(start_service) 
             models:
               m:
                 cmd: {fake_cmd(name="m")}
+              n:
+                cmd: {fake_cmd(name="n")}
             """
         )
-        response = service.http.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        client = service.openai()
+        reply = client.chat.completions.create(model="m", messages=HI)
+        assert reply.choices[0].message.content == "hello from m"
+        moved = _moved(service, "m", port)
+        assert moved not in (port, port + 1)  # never onto the port n was given
+        with socket.create_connection(("127.0.0.1", moved), timeout=5):
+            pass  # m's server listens there
+        assert client.chat.completions.create(model="n", messages=HI).choices[0].message.content == "hello from n"
+        # the stranger on the first port never saw a request: nothing was accepted from it
+        squatter.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            squatter.accept()
+    finally:
+        squatter.close()
+
+
+def test_a_port_held_by_an_outgoing_connection_is_not_listened_on(start_service) -> None:
+    """Inside the ephemeral range any connection's local end may hold an assigned port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    outgoing = socket.create_connection(listener.getsockname())
+    held = outgoing.getsockname()[1]
+    try:
+        service = start_service(
+            f"""
+            startPort: {held}
+            models:
+              m:
+                cmd: {fake_cmd(name="m")}
+            """
+        )
+        assert service.chat("m").json()["choices"][0]["message"]["content"] == "hello from m"
+        assert _moved(service, "m", held) != held
+        # the kernel gave the connection that port from its ephemeral range: startPort there is warned of
+        assert f"startPort: models get port {held}, inside the kernel's ephemeral port range" in service.log()
+    finally:
+        outgoing.close()
+        listener.close()
+
+
+def test_a_port_written_in_cmd_is_not_moved(start_service) -> None:
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        service = start_service(
+            f"""
+            healthCheckTimeout: 5
+            models:
+              m:
+                cmd: {fake_cmd(name="m", port=port)}
+                proxy: http://127.0.0.1:{port}
+            """
+        )
+        response = service.chat("m")
         assert response.status_code == 503
-        assert response.json() == {
-            "error": f"port {port} is already in use by another process; stop it or change startPort"
-        }
+        assert "address already in use" in response.json()["error"].lower(), response.text
+        assert "starting on port" not in service.log()
     finally:
         squatter.close()
 

@@ -79,7 +79,8 @@ def _build(
         expansion = expand_tree(tree, keep_ports)
     except PathError as err:
         raise ConfigError(where(err.path, err.message)) from None
-    context = {"ports": expansion.ports, "source": origin, "sources": sources, "locate": where}
+    context = {"ports": expansion.ports, "port_templates": expansion.templates, "source": origin, "sources": sources,
+               "locate": where}
     schema_errors: list[PathError] = []
     rule_errors = list(expansion.problems)
     try:

@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 
 from llama_swap.config.command import strip_comment_lines
 from llama_swap.config.fields import KeyPath, PathError
-from llama_swap.config.model import DEFAULT_PROXY
 
 Scalar = str | int | float | bool
 Scope = dict[str, Scalar]
@@ -20,6 +19,7 @@ DEFAULT_START_PORT = 5800
 MAX_NAME_LENGTH = 63
 RESERVED = frozenset({"PORT", "PID", "MODEL_ID"})
 PORT_REF = "${PORT}"
+DEFAULT_PROXY = "http://localhost:${PORT}"  # a model without `proxy` is reached on its assigned port
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _REF = re.compile(r"\$\{([A-Za-z0-9_-]+)\}")
@@ -114,6 +114,7 @@ class Expansion(NamedTuple):
     tree: dict[str, Any]
     ports: dict[str, int]
     problems: list[PathError]
+    templates: dict[str, dict[str, Any]]  # a `${PORT}` model as it was before its port was put in
 
 
 def expand_tree(tree: dict[str, Any], keep_ports: Mapping[str, int] | None = None) -> Expansion:
@@ -129,16 +130,24 @@ def expand_tree(tree: dict[str, Any], keep_ports: Mapping[str, int] | None = Non
     result = {key: value if key in ("macros", "models") else substitute(value, scope)
               for key, value in tree.items()}
     ports: dict[str, int] = {}
+    templates: dict[str, dict[str, Any]] = {}
     problems: list[PathError] = []
     models = tree.get("models")
     if isinstance(models, dict):
         expanded = {model_id: _expand_model(model_id, model, declared)
                     for model_id, model in models.items()}
         ports = _assign_ports(expanded, result.get("startPort"), problems, keep_ports or {})
-        result["models"] = expanded
+        templates = {model_id: expanded[model_id] for model_id in ports}
+        result["models"] = {model_id: put_port(model, ports[model_id]) if model_id in ports else model
+                            for model_id, model in expanded.items()}
     reported = {problem.path for problem in problems}
     problems += [leftover for leftover in _leftovers(result, ()) if leftover.path not in reported]
-    return Expansion(result, ports, problems)
+    return Expansion(result, ports, problems, templates)
+
+
+def put_port(model: dict[str, Any], port: int) -> dict[str, Any]:
+    """A model (macros expanded but `${PORT}`) with ``port`` put in for `${PORT}`."""
+    return _substitute_model(model, {"PORT": port})
 
 
 def substitute(value: Any, scope: Scope) -> Any:
@@ -256,11 +265,8 @@ def _assign_ports(
         taken.add(candidate)
     for model_id in sorted(models):
         model = models[model_id]
-        if not isinstance(model, dict):
-            continue
-        if model_id in ports:
-            models[model_id] = _substitute_model(model, {"PORT": ports[model_id]})
-        elif isinstance(model.get("proxy"), str) and PORT_REF in model["proxy"]:
+        if isinstance(model, dict) and model_id not in ports and isinstance(model.get("proxy"), str) \
+                and PORT_REF in model["proxy"]:
             problems.append(PathError(("models", model_id, "proxy"),
                                       "uses ${PORT} but cmd does not; a model with a fixed "
                                       "port must set proxy to its URL"))

@@ -3,7 +3,7 @@
 import hashlib
 import json
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, field_validator
 
@@ -17,11 +17,11 @@ from llama_swap.config.fields import (
     Text,
     Timeouts,
 )
+from llama_swap.config.macros import DEFAULT_PROXY, put_port
 
 if TYPE_CHECKING:
     from llama_swap.config.schema import Config
 
-DEFAULT_PROXY = "http://localhost:${PORT}"
 DEFAULT_CONCURRENCY_LIMIT = 10
 COMFYUI_MODEL_ID = "comfyui_auto"
 COMFYUI_MIN_CONCURRENCY = 50
@@ -82,6 +82,7 @@ class ModelConfig(Section):
 
     _id: str = PrivateAttr(default="")
     _port: int | None = PrivateAttr(default=None)
+    _template: dict[str, Any] | None = PrivateAttr(default=None)  # before `${PORT}` was put in
 
     @field_validator("cmd")
     @classmethod
@@ -154,10 +155,21 @@ class ModelConfig(Section):
         encoded = json.dumps(started_with, sort_keys=True).encode()
         return hashlib.sha256(encoded).hexdigest()
 
-    def _settle(self, model_id: str, port: int | None, config: "Config") -> None:
+    def with_port(self, port: int) -> "ModelConfig":
+        """The same model on another port: the settings that held `${PORT}` taken again with
+        ``port`` (when the assigned one turns out to be taken by another program)."""
+        assert self._template is not None and self._port is not None, "only a ${PORT} model moves"
+        before, after = (ModelConfig.model_validate(put_port(self._template, number)) for number in (self._port, port))
+        moved = self.model_copy(update={name: getattr(after, name) for name in type(self).model_fields
+                                        if getattr(after, name) != getattr(before, name)})
+        moved._port = port
+        return moved
+
+    def _settle(self, model_id: str, port: int | None, template: dict[str, Any] | None, config: "Config") -> None:
         """Fill identity and inherit global settings (`-1`/`0`/unset mean "use global")."""
         self._id = model_id
         self._port = port
+        self._template = template
         if self.ttl == -1:
             self.ttl = config.global_ttl
         if self.unload_timeout == 0:

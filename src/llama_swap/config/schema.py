@@ -164,8 +164,9 @@ class Config(Section):
         self._source_path = context.get("source", "")
         self._sources = list(context.get("sources", [self._source_path]))
         ports = context.get("ports", {})
+        templates = context.get("port_templates", {})
         for model_id, model in self.models.items():
-            model._settle(model_id, ports.get(model_id), self)
+            model._settle(model_id, ports.get(model_id), templates.get(model_id), self)
         names = Namespace(self.models)
         self._aliases = claim_aliases(names, self.models)
         claim_peer_models(names, self.peers)

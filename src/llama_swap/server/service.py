@@ -176,7 +176,16 @@ class Service:
             on_state=self._state_changed,
             on_crash=self._crashed,
             on_output=self.logs.model(model.id).write,
+            reserved_ports=self._ports_given_out,
         )
+
+    def _ports_given_out(self) -> set[int]:
+        """Ports the config gave its `${PORT}` models, and those they moved to: a model whose
+        port is taken never moves onto another model's."""
+        given = {model.port for model in self.config.models.values()}
+        given |= {process.config.port for process in self.processes.values()}
+        given.discard(None)
+        return given  # type: ignore[return-value]
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(work)
