@@ -15,13 +15,13 @@ import logging
 from typing import Coroutine, NamedTuple
 
 from llama_swap.errors import HTTPError
-from llama_swap.process import ModelProcess
+from llama_swap.routing.names import Destination, PeerModel
 from llama_swap.routing.router import Router
 from llama_swap.wire.front import Connection
 from llama_swap.wire.headers import REQUEST_DROP, request_head
 from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.relay import BrokeOff, Tap, answer_now, relay
-from llama_swap.wire.upstream import Exchange, NotSent, UpstreamClient, UpstreamClosed
+from llama_swap.wire.upstream import Exchange, NotSent, Upstream, UpstreamClient, UpstreamClosed
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -40,6 +40,7 @@ class Call(NamedTuple):
     body: bytes  # as the model's filters rewrote it
     counted: bool  # counts toward the model's concurrency limit
     strip: frozenset[bytes]  # fields not sent on (those that carried llama-swap's own key)
+    destination: Destination | None = None  # how a profile pin, a selector or a peer resolved it; None: plainly local
 
 
 async def forward(router: Router, client: UpstreamClient, call: Call, request: Incoming, conn: Connection,
@@ -53,7 +54,7 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
         try:
             process = lease.process
             try:
-                exchange = await send(client, process, call, request, conn)
+                exchange = await send(client, process.upstream, call, request, conn)
             except NotSent as exc:
                 if not replayed and await process.died(within=CRASH_NOTICE_SECONDS):
                     log.warning(REPLAY_NOTICE, call.model)
@@ -73,18 +74,44 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
             router.release(lease)
 
 
-def send(client: UpstreamClient, process: ModelProcess, call: Call, request: Incoming, conn: Connection, *,
-         interim: bool = True) -> Coroutine[None, None, Exchange]:
-    """Send ``call`` to ``process``'s server; awaited, the answer once its head arrived
-    (``interim`` answers are passed to an HTTP/1.1 client as they come)."""
-    upstream = process.upstream
+def send(client: UpstreamClient, upstream: Upstream, call: Call, request: Incoming, conn: Connection, *,
+         interim: bool = True, extra: bytes = b"") -> Coroutine[None, None, Exchange]:
+    """Send ``call`` to ``upstream``; awaited, the answer once its head arrived (``interim``
+    answers are passed to an HTTP/1.1 client as they come; ``extra``: field lines to add)."""
     method = request.method
     body = call.body
     head = request_head(method, upstream.prefix + call.target, request.raw_headers, upstream.host_header,
                         REQUEST_DROP | call.strip if call.strip else REQUEST_DROP, conn.peer,
-                        len(body) if body or method in _WITH_BODY else None)
+                        len(body) if body or method in _WITH_BODY else None, extra)
     return client.send(upstream, head + body if body else head, method == b"HEAD",
                        conn.interim_answer if interim and request.version == "1.1" else None)
+
+
+async def forward_to_peer(client: UpstreamClient, peer: PeerModel, call: Call, request: Incoming, conn: Connection,
+                          tap: Tap) -> int:
+    """Proxy ``call`` to a peer and relay the answer, with the peer's key. A peer never
+    swaps and is never sent a request twice; one that does not answer is a 502 naming it."""
+    route = peer.route
+    call = call._replace(strip=call.strip | route.replaced) if route.replaced else call
+    try:
+        exchange = await send(client, route.upstream, call, request, conn, extra=route.key_fields)
+    except (OSError, TimeoutError) as exc:  # NotSent and UpstreamClosed are OSErrors
+        message = f"peer proxy error: peer '{peer.peer_id}' ({route.url}) did not answer: {_reason(exc)}"
+        log.warning("[%s] 502 for %s %s: %s", call.model, request.method.decode("latin-1"), call.path, message)
+        raise HTTPError(502, message) from exc
+    try:
+        status = answer_now(exchange, conn, tap, request)
+        return status if status is not None else await relay(exchange, conn, tap, request, model=call.model)
+    except BrokeOff as exc:
+        raise HTTPError(502, str(exc)) from exc
+    finally:
+        exchange.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time (timeouts.responseHeader)"
+    return str(exc) or type(exc).__name__
 
 
 def unavailable(call: Call, request: Incoming, exc: Exception) -> HTTPError:

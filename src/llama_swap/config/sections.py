@@ -84,6 +84,14 @@ class PeerConfig(Section):
     filters: Filters = Field(default_factory=Filters)
     timeouts: PeerTimeouts = Field(default_factory=PeerTimeouts)
 
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe(cls, key: str) -> str:
+        """Sent as a header value: printable ASCII without spaces."""
+        if key and not (key.isascii() and key.isprintable() and " " not in key):
+            raise ValueError("must be printable ASCII without spaces")
+        return key
+
 
 class ProfileConfig(Section):
     """Runtime-switchable rewrites of requested model IDs; an empty target disables the ID."""

@@ -53,7 +53,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             frame(LOG_DATA, {"source": "upstream", "data": service.logs.upstream.history().decode("utf-8", "replace")}),
             _snapshot(service),
             frame(UI_CONFIG, {"version": __version__, "sessionIdHeaders": service.config.ui.activity.session_id}),
-            frame(PROFILE_CHANGED, {"active": None}),
+            frame(PROFILE_CHANGED, {"active": service.names.active}),
         ]
     )
     sub = service.events.subscribe()

@@ -19,11 +19,11 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from llama_swap.config import ModelConfig
+from llama_swap.config import Filters
 from llama_swap.errors import HTTPError
 
 PROTECTED_PARAM = "model"  # routing depends on it: no strip/set filter may touch it
@@ -52,10 +52,21 @@ class _Plan:
         return bool(self.model_name or self.strip or self.assign) or requested in self.assign_by_id
 
 
+class Filtered(Protocol):
+    """What has filters: a local model, or a peer's model (whose `use_model_name` is the
+    peer's own name for it)."""
+
+    @property
+    def filters(self) -> Filters: ...
+
+    @property
+    def use_model_name(self) -> str: ...
+
+
 _plans: dict[int, _Plan] = {}
 
 
-def rewrite_request(model: ModelConfig, requested: str, content_type: str, body: bytes) -> bytes:
+def rewrite_request(model: Filtered, requested: str, content_type: str, body: bytes) -> bytes:
     """The body to send upstream; the very same object when no filter changes it.
 
     `requested` is the name the client used (alias or id): it selects `setParamsByID`.
@@ -72,7 +83,18 @@ def rewrite_request(model: ModelConfig, requested: str, content_type: str, body:
     return body
 
 
-def _plan_for(model: ModelConfig) -> _Plan:
+def with_model(content_type: str, body: bytes, name: str) -> bytes:
+    """The body with its `model` set to ``name`` (a selector's choice, as llama-swap does)."""
+    plan = _Plan(name, (), (), {})
+    ctype = content_type.lower()
+    if ctype.startswith("multipart/form-data"):
+        return _rewrite_multipart(content_type, body, name)
+    if "json" in ctype or _JSON_OBJECT.match(body):
+        return _rewrite_json(plan, name, body)
+    return body
+
+
+def _plan_for(model: Filtered) -> _Plan:
     """Compile once per config object; the entry dies with the object (configs are never mutated)."""
     plan = _plans.get(id(model))
     if plan is None:
@@ -81,7 +103,7 @@ def _plan_for(model: ModelConfig) -> _Plan:
     return plan
 
 
-def _compile(model: ModelConfig) -> _Plan:
+def _compile(model: Filtered) -> _Plan:
     filters = model.filters
     names = {name.strip() for name in filters.strip_params.split(",")}
     strip = tuple(_path(name) for name in sorted(names) if name and not _protected(name))

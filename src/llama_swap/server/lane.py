@@ -21,7 +21,7 @@ from yarl import URL
 from llama_swap.config import Config, ModelConfig
 from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
-from llama_swap.proxy import Call, forward
+from llama_swap.proxy import Call, forward, forward_to_peer
 from llama_swap.routing.router import RouteError
 from llama_swap.server.auth import (
     CARRIED_BY,
@@ -33,7 +33,7 @@ from llama_swap.server.auth import (
     target_problem,
 )
 from llama_swap.server.extract import model_from_body, model_from_query
-from llama_swap.server.filters import rewrite_request
+from llama_swap.server.filters import rewrite_request, with_model
 from llama_swap.server.loading import serve_while_loading, wants_loading_state
 from llama_swap.server.request import Handling
 from llama_swap.server.service import Service
@@ -76,15 +76,15 @@ class _Plan:
         self.forward_keys = config.forward_api_keys
         self._models: dict[str, tuple[ModelConfig, str]] = {}
 
-    def model(self, name: str) -> tuple[ModelConfig, str]:
-        """The model for an id or alias, and its id (404 otherwise); read from the config once
-        per configured name (pydantic's attributes are slow to read on every request)."""
+    def local(self, name: str) -> tuple[ModelConfig, str] | None:
+        """The local model for an id or alias, and its id (None otherwise); read from the
+        config once per configured name (pydantic's attributes are slow to read on every request)."""
         try:
             return self._models[name]
         except KeyError:
             model = self.config.model_for(name)
             if model is None:
-                raise model_not_found(name) from None
+                return None
             found = self._models[name] = (model, model.id)
             return found
 
@@ -143,13 +143,22 @@ class Lane:
         path = call.path
         method = _METHODS.get(request.method) or request.method.decode("latin-1")
         inference = path in INFERENCE_PATHS
-        with Handling(service.activity, conn, call.model, method, path, request.headers,
-                      path if inference else "other", inference and method == "POST", request.connection) as handling:
-            if call.model in plan.loading and self._shows_loading(call, request):
-                handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
-            else:
-                handling.status = await forward(service.router, service.upstreams, call, request, conn,
-                                                handling.tracked)
+        destination = call.destination
+        try:
+            with Handling(service.activity, conn, call.model, method, path, request.headers,
+                          path if inference else "other", inference and method == "POST",
+                          request.connection) as handling:
+                if destination is not None and destination.peer is not None:
+                    handling.status = await forward_to_peer(service.upstreams, destination.peer, call, request,
+                                                            conn, handling.tracked)
+                elif call.model in plan.loading and self._shows_loading(call, request):
+                    handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
+                else:
+                    handling.status = await forward(service.router, service.upstreams, call, request, conn,
+                                                    handling.tracked)
+        finally:
+            if destination is not None:
+                service.names.release(destination)
 
     # ------------------------------------------------------------------ accept
 
@@ -182,10 +191,25 @@ class Lane:
             if body:
                 raise HTTPError(400, "missing 'model' field in request body")
             name = self._the_running_model(request, path)
-        model, model_id = plan.model(name)
-        if body:
-            body = rewrite_request(model, name, content_type, body)
-        return Call(model_id, name, target, path, body, True, strip)
+        names = self._service.names
+        if names.pins is None:
+            found = plan.local(name)  # the common case: a model id or alias, no profile active
+            if found is not None:
+                model, model_id = found
+                if body:
+                    body = rewrite_request(model, name, content_type, body)
+                return Call(model_id, name, target, path, body, True, strip)
+        destination = names.resolve(name, self._service.state_of)
+        try:
+            filtered = destination.peer or plan.config.models[destination.model]
+            if body:
+                if destination.selector is not None and destination.peer is None:
+                    body = with_model(content_type, body, destination.requested)  # as llama-swap: the target's name
+                body = rewrite_request(filtered, destination.requested, content_type, body)
+        except BaseException:
+            names.release(destination)
+            raise
+        return Call(destination.model, destination.requested, target, path, body, True, strip, destination)
 
     def _the_running_model(self, request: Incoming, path: str) -> str:
         """A request naming no model (e.g. `GET /slots`) goes to the one running model."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from llama_swap.config import Capabilities, Config, ModelConfig
 from llama_swap.process import ModelProcess, ProcessState
+from llama_swap.routing.names import Names
 
 # Top-level record fields owned by the capabilities renderer; a model that sets
 # `capabilities` cannot also smuggle them in through `metadata`.
@@ -44,6 +45,44 @@ def model_records(config: Config, created: int, loaded: Callable[[str], bool]) -
                 records.append(_record(alias, model, created, is_loaded, {"type": "alias", "modelID": model_id}))
     records.sort(key=lambda record: record["id"])
     return records
+
+
+def routed_records(config: Config, names: Names, created: int, loaded: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """What else a request may name, as llama-swap lists it: every peer model as
+    `<peer>/<model>`, the listed selectors, and the active profile's pins that are not a
+    name already (a disabled pin is not listed)."""
+    records = []
+    for peer_id, peer in sorted(config.peers.items()):
+        for model in dict.fromkeys(peer.models):
+            records.append(_plain(f"{peer_id}/{model}", created, False, name=f"{peer_id}: {model}",
+                                  llamaswap={"type": "peer", "peerID": peer_id}))
+    for selector_id, selector in sorted(config.selectors.items()):
+        if selector.unlisted:
+            continue
+        counted = selector.targets[:1] if selector.strategy == "pin" else selector.targets
+        internal: dict[str, Any] = {"type": "selector", "strategy": selector.strategy, "targets": list(selector.targets)}
+        if selector.strategy == "spillover":
+            internal["spillover"] = selector.settings.spillover
+        records.append(_plain(selector_id, created, any(loaded(names.target_id(t)) for t in counted),
+                              name=selector.name.strip(), description=selector.description.strip(),
+                              llamaswap={**selector.metadata, **internal}))
+    for pin, target in sorted((names.pins or {}).items()):
+        if target and config.model_for(pin) is None and names.peer_model(pin) is None and pin not in config.selectors:
+            records.append(_plain(pin, created, loaded(names.target_id(target)),
+                                  llamaswap={"type": "profile", "profile": names.active, "target": target}))
+    return records
+
+
+def _plain(record_id: str, created: int, is_loaded: bool, *, llamaswap: dict[str, Any], name: str = "",
+           description: str = "") -> dict[str, Any]:
+    record: dict[str, Any] = {"id": record_id, "object": "model", "created": created, "owned_by": "llama-swap"}
+    if name:
+        record["name"] = name
+    if description:
+        record["description"] = description
+    record["meta"] = {"llamaswap": llamaswap}
+    record["status"] = {"value": "loaded" if is_loaded else "unloaded"}
+    return record
 
 
 def status_records(config: Config, processes: Mapping[str, ModelProcess]) -> list[dict[str, Any]]:

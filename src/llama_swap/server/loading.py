@@ -112,7 +112,7 @@ async def _continue(service: Service, lease: Lease, call: Call, request: Incomin
                     tap: Tap) -> int:
     """The upstream's own events, in the stream already begun."""
     try:
-        exchange = await send(service.upstreams, lease.process, call, request, conn, interim=False)
+        exchange = await send(service.upstreams, lease.process.upstream, call, request, conn, interim=False)
     except (NotSent, UpstreamClosed, TimeoutError) as exc:
         return _end_with_error(conn, tap, unavailable(call, request, exc).message, 502)
     try:

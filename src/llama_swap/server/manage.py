@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from llama_swap.process import ProcessState
-from llama_swap.server.listing import model_records
+from llama_swap.server.listing import model_records, routed_records
 from llama_swap.server.responses import json_response
 from llama_swap.server.service import SERVICE, Service
 
@@ -39,7 +39,13 @@ async def running(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    data = model_records(service.config, service.created, loaded=lambda model: service.processes[model].pid is not None)
+    def loaded(model: str) -> bool:
+        process = service.processes.get(model)
+        return process is not None and process.pid is not None
+
+    data = model_records(service.config, service.created, loaded)
+    data += routed_records(service.config, service.names, service.created, loaded)
+    data.sort(key=lambda record: record["id"])
     origin = request.headers.get("Origin")  # browser UIs list models cross-origin
     return json_response({"object": "list", "data": data}, headers={"Access-Control-Allow-Origin": origin} if origin else None)
 

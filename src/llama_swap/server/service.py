@@ -13,13 +13,14 @@ from aiohttp import web
 from llama_swap.config import Config, ModelConfig
 from llama_swap.errors import model_not_found
 from llama_swap.observe.activity import Activity
-from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, EventBus
+from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, PROFILE_CHANGED, EventBus
 from llama_swap.observe.logbuffer import LogBuffer, LogHub
 from llama_swap.observe.logs import GoStyleFormatter, attach_history, detach_history
 from llama_swap.observe.metrics import Metrics
 from llama_swap.observe.store import ActivityStore
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.reaper import Reaper
+from llama_swap.routing.names import Names
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.listing import status_records
@@ -62,6 +63,7 @@ class Service:
             on_swap=self.metrics.swap_done,
         )
         self.processes = self.router.processes  # one dict: the router adds and drops entries
+        self.names = Names(config)  # requested names -> destinations; the active profile
         self.metrics.queued.set_function(self.router.queue_length)  # read at scrape time only
         self.metrics.watch_memory(self._running_pids)
         self._background: set[asyncio.Task[None]] = set()
@@ -78,6 +80,9 @@ class Service:
         in-flight requests are done; added ones are usable immediately.
         """
         old, self.config = self.config, new
+        was_active, self.names = self.names.active, Names(new)  # no profile is active after a reload (as in Go)
+        if was_active is not None and self.events.active:
+            self.events.publish(PROFILE_CHANGED, {"active": None})
         fresh: dict[str, ModelProcess] = {}
         changed: set[str] = set()
         for model_id, model in new.models.items():
@@ -119,6 +124,18 @@ class Service:
     def publish_status(self) -> None:
         if self.events.active:
             self.events.publish(MODEL_STATUS, self.model_status())
+
+    def state_of(self, model_id: str) -> ProcessState:
+        """A local model's state (stopped when it has no process, e.g. just removed)."""
+        process = self.processes.get(model_id)
+        return process.state if process is not None else ProcessState.STOPPED
+
+    def activate_profile(self, name: str | None) -> None:
+        """Switch the active profile (None: none); KeyError for an unknown one."""
+        if self.names.activate(name):
+            log.info("profile %s", f"'{name}' is active" if name is not None else "deactivated: none is active")
+            if self.events.active:
+                self.events.publish(PROFILE_CHANGED, {"active": name})
 
     def resolve(self, name: str) -> ModelConfig:
         """The model for an id or alias; raises a 404 `HTTPError` naming it otherwise."""

@@ -55,11 +55,12 @@ def forwarded_for(fields: RawFields) -> bytes:
 
 
 def request_head(method: bytes, target: bytes, fields: RawFields, host: bytes, drop: frozenset[bytes],
-                 peer: str | None, length: int | None) -> bytes:
+                 peer: str | None, length: int | None, extra: bytes = b"") -> bytes:
     """The request line and end-to-end fields for an upstream: without ``drop`` (which
     includes `REQUEST_DROP`) nor the fields `Connection` names, with the upstream's `Host`,
-    the forwarding chain extended by ``peer``, and the body's length (None: no body, and
-    none expected by the method, so no `Content-Length`; RFC 9110 §8.6)."""
+    the forwarding chain extended by ``peer``, ``extra`` field lines (a peer's key), and the
+    body's length (None: no body, and none expected by the method, so no `Content-Length`;
+    RFC 9110 §8.6)."""
     lines = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     chain: list[bytes] = []
     named: frozenset[bytes] | None = None
@@ -75,11 +76,13 @@ def request_head(method: bytes, target: bytes, fields: RawFields, host: bytes, d
             continue
         lines += (name, b": ", value, b"\r\n")
     if named and not named <= drop:  # rare: the client's `Connection` names more fields: rebuilt once without them
-        return request_head(method, target, fields, host, drop | named, peer, length)
+        return request_head(method, target, fields, host, drop | named, peer, length, extra)
     if peer:
         chain.append(peer.encode("latin-1"))
     if chain:
         lines += (b"X-Forwarded-For: ", b", ".join(chain), b"\r\n")
+    if extra:
+        lines.append(extra)
     lines.append(b"\r\n" if length is None else b"Content-Length: %d\r\n\r\n" % length)
     return b"".join(lines)
 
