@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from llama_swap import __version__
 from tests.browser.conftest import screenshot
 from tests.fakes import fake_cmd
-from tests.integration.conftest import HI, RunningService
+from tests.integration.conftest import HI, RunningService, wait_until
 
 CHUNKS = 8  # the fake streams "tok0 " … "tok7 ", a quarter second apart
 ANSWER = " ".join(f"tok{i}" for i in range(CHUNKS))
@@ -302,3 +302,35 @@ def test_theme_follows_the_system_until_chosen(start_service: StartService, page
     assert background == "rgb(14, 17, 22)"  # the dark palette's --bg
     page.reload(wait_until="domcontentloaded")
     expect(html).to_have_attribute("data-theme", "dark")  # the choice is kept
+
+
+def test_the_profile_picker_switches_the_active_profile(start_service: StartService, page: Page) -> None:
+    service = start_service(CONFIG + """
+    profiles:
+      big-day:
+        description: helper goes to the embeddings model
+        pins: {helper: org/embed}
+      off:
+        pins: {fast: ""}
+    """)
+    page.goto(service.url + "/ui/", wait_until="domcontentloaded")
+    picker = page.locator("#profile")
+    expect(picker).to_be_visible()
+    expect(picker).to_have_value("")
+    picker.select_option("big-day")
+    def active_is(name: str | None) -> bool:
+        return service.http.get("/api/profiles").json()["active"] == name
+
+    assert wait_until(lambda: active_is("big-day"))
+    assert service.chat("helper").headers["x-upstream-name"] == "embed"
+    service.http.put("/api/profiles/active", json={"name": "off"})  # switched elsewhere: the picker follows
+    expect(picker).to_have_value("off")
+    picker.select_option("")
+    assert wait_until(lambda: active_is(None))
+
+
+def test_no_profile_picker_without_profiles(start_service: StartService, page: Page) -> None:
+    service = start_service(CONFIG)
+    page.goto(service.url + "/ui/", wait_until="domcontentloaded")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#profile")).to_be_hidden()

@@ -2,12 +2,12 @@
 // Routes: #/models, #/logs[/proxy|/upstream|/model/<id>], #/activity, #/playground.
 
 import * as activity from "./activity.js";
-import { get } from "./api.js";
+import { api, get } from "./api.js";
 import * as logs from "./logs.js";
 import * as models from "./models.js";
 import * as playground from "./playground.js";
 import { store } from "./store.js";
-import { prefs } from "./util.js";
+import { h, prefs, toast } from "./util.js";
 
 const PAGES = { models, logs, activity, playground };
 const DEFAULT = "models";
@@ -69,10 +69,32 @@ function showInflightCount(map) {
   badge.hidden = map.size === 0;
 }
 
-function showProfile(name) {
+// The profile picker: shown when the config has profiles; choosing one makes it active for
+// every client (PUT /api/profiles/active); the `profileChanged` event keeps it in step.
+async function showProfile(active) {
   const el = document.getElementById("profile");
-  el.textContent = name ? `profile: ${name}` : "";
-  el.hidden = !name;
+  let list;
+  try {
+    list = await get("api/profiles");
+  } catch {
+    return;
+  }
+  const options = [h("option", { value: "" }, "no profile")];
+  for (const p of list.profiles) options.push(h("option", { value: p.id, title: p.description || "" }, `profile: ${p.id}`));
+  el.replaceChildren(...options);
+  el.value = active ?? list.active ?? "";
+  el.hidden = list.profiles.length === 0;
+}
+
+function setupProfile() {
+  const el = document.getElementById("profile");
+  el.addEventListener("change", async () => {
+    try {
+      await api("PUT", "api/profiles/active", { body: { name: el.value || null } });
+    } catch (err) {
+      toast(`cannot switch profile: ${err.message}`, "error");
+    }
+  });
 }
 
 function showVersion(v) {
@@ -118,6 +140,7 @@ function setupTheme() {
 // ---------------------------------------------------------------- start
 
 setupTheme();
+setupProfile();
 store.on("connection", showConnection);
 store.on("inflight", showInflightCount);
 store.on("profile", showProfile);
