@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.fakes import fake_argv, fake_cmd, free_port, wait_http
-from tests.integration.conftest import HI
+from tests.integration.conftest import HI, wait_until
 
 
 @pytest.fixture
@@ -250,3 +250,38 @@ def test_a_profile_pin_can_lead_to_a_peer(start_service, remote: int) -> None:
     service.http.put("/api/profiles/active", json={"name": "offload"})
     assert service.chat("helper").json()["choices"][0]["message"]["content"] == "hello from remote"
     assert service.chat("local").json()["choices"][0]["message"]["content"] == "hello from local"  # ids win
+
+
+def test_a_peer_request_is_metered_and_can_be_cancelled(start_service, remote: int) -> None:
+    service = start_service(with_peer(remote))
+    reply = service.openai().chat.completions.create(model="far/remote-a", messages=HI)
+    assert reply.usage is not None
+    rows = service.http.get("/api/metrics/activity").json()["data"]
+    assert rows[0]["prompt_tokens"] == reply.usage.prompt_tokens
+    assert rows[0]["generated_tokens"] == reply.usage.completion_tokens
+
+    body = {"model": "far/remote-a", "messages": HI, "stream": True, "n_chunks": 400, "chunk_delay": 0.05}
+    with service.http.stream("POST", "/v1/chat/completions", json=body) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("data: ")
+        (request,) = service.http.get("/api/inflight").json()["requests"]
+        assert request["model"] == "far/remote-a"
+        assert service.http.post(f"/api/inflight/{request['id']}/cancel").json() == {"msg": "ok"}
+        rest = "\n".join(lines)  # the stream ends (with an error event), it does not run on
+    assert "cancelled" in rest
+    assert wait_until(lambda: service.http.get("/api/inflight").json()["requests"] == [])
+
+
+def test_the_upstream_passthrough_reaches_a_peer(start_service, remote: int) -> None:
+    service = start_service(with_peer(remote))
+    health = service.http.get("/upstream/far/remote-a/health")
+    assert health.status_code == 200 and health.headers["x-upstream-name"] == "remote"
+    echoed = service.http.post("/upstream/far/remote-a/echo/x?q=1", content=b"raw").json()
+    assert (echoed["path"], echoed["query_string"], echoed["body_text"]) == ("/echo/x", "q=1", "raw")
+    assert echoed["headers_lower"]["authorization"] == "Bearer peer-secret"
+    redirect = service.http.get("/upstream/far/remote-a", follow_redirects=False)
+    assert (redirect.status_code, redirect.headers["location"]) == (301, "/upstream/far/remote-a/")
+    refused = service.http.delete("/upstream/far/remote-a")
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "model 'far/remote-a' is served by peer 'far': it is not stopped here"}
+    assert service.http.get("/running").json() == {"running": []}

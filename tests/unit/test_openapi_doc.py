@@ -80,6 +80,8 @@ EXPECTED_OPERATIONS = (
         ("GET", "/api/metrics/stats"),
         ("GET", "/api/inflight"),
         ("POST", "/api/inflight/{id}/cancel"),
+        ("GET", "/api/profiles"),
+        ("PUT", "/api/profiles/active"),
         ("GET", "/api/version"),
         ("GET", "/ui"),
         ("GET", "/ui/{path}"),

@@ -5,7 +5,7 @@ error at the key that introduced it. Selector targets and preload entries are re
 against the same namespace.
 """
 
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 from llama_swap.config.fields import KeyPath, PathError
 from llama_swap.config.model import ModelConfig
@@ -105,6 +105,30 @@ def _target_problem(names: Namespace, selector: SelectorConfig, target: str) -> 
     if selector.strategy == "warm" and not local:
         return f'strategy warm needs local models; "{target}" is a peer model'
     return None
+
+
+def spillover_problems(selectors: dict[str, SelectorConfig], local_id: Callable[[str], str | None],
+                       evicts: Callable[[str, frozenset[str]], frozenset[str]]) -> list[PathError]:
+    """A spillover selector runs its local targets side by side: starting any of them must
+    stop none of the others (one group with `swap: false`, or one matrix set), or it would
+    swap back and forth under load. ``evicts`` is the eviction policy's decision."""
+    problems = []
+    for selector_id, selector in selectors.items():
+        if selector.strategy != "spillover":
+            continue
+        local = [model for model in map(local_id, selector.targets) if model is not None]
+        if len(set(local)) < len(local):
+            problems.append(PathError(("selectors", selector_id, "targets"), "names one local model twice"))
+            continue
+        for model in local:
+            stopped = evicts(model, frozenset(local) - {model})
+            if stopped:
+                problems.append(PathError(
+                    ("selectors", selector_id, "targets"),
+                    f"spillover targets must be able to run together, but starting {model} stops "
+                    f"{', '.join(sorted(stopped))}: put them in one group with swap: false (or one matrix set)"))
+                break
+    return problems
 
 
 def resolve_preload(names: Namespace, preload: list[str]) -> tuple[list[str], list[PathError]]:

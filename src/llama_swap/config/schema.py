@@ -27,6 +27,7 @@ from llama_swap.config.names import (
     claim_peer_models,
     claim_selectors,
     resolve_preload,
+    spillover_problems,
 )
 from llama_swap.config.routing import RoutingError, RoutingSpec, parse_routing
 from llama_swap.config.sections import (
@@ -180,6 +181,15 @@ class Config(Section):
             )
         except RoutingError as exc:
             raise PathErrors([PathError(exc.keys, exc.message)]) from exc
+        from llama_swap.routing.policy import build_policy  # here: routing reads this package's routing specs
+
+        def local_id(name: str) -> str | None:
+            model = self.model_for(name)
+            return model.id if model is not None else None
+
+        spillover = spillover_problems(self.selectors, local_id, build_policy(self._routing).evict_for)
+        if spillover:
+            raise PathErrors(spillover)
         self._preload, skipped = resolve_preload(names, self.hooks.on_startup.preload)
         locate: Locate = context.get("locate", _unlocated)
         self._warnings = [locate(note.path, note.message) for note in skipped]

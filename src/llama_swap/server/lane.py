@@ -22,6 +22,7 @@ from llama_swap.config import Config, ModelConfig
 from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.proxy import Call, forward, forward_to_peer
+from llama_swap.routing.names import Destination, Names, PeerModel
 from llama_swap.routing.router import RouteError
 from llama_swap.server.auth import (
     CARRIED_BY,
@@ -227,8 +228,11 @@ class Lane:
                              strip: frozenset[bytes]) -> Call | None:
         """`/upstream/{model}[/path]`: unload (DELETE), load (GET …/load), or a passthrough
         that only an inference path counts toward the concurrency limit."""
-        model, requested, rest = split_upstream_path(plan.config, request.target.decode("latin-1"))
+        model, requested, rest = split_upstream_path(plan.config, self._service.names,
+                                                     request.target.decode("latin-1"))
         method = request.method
+        if isinstance(model, PeerModel):
+            return self._peer_passthrough(model, requested, rest, request, conn, strip)
         if not rest or rest.startswith("?"):
             if method == b"DELETE":
                 conn.write(json_answer(200, orjson.dumps(await self._unload(model)), connection=request.connection))
@@ -251,6 +255,23 @@ class Lane:
         if counted and body:
             body = rewrite_request(model, requested, request.content_type.decode("utf-8", "surrogateescape"), body)
         return Call(model.id, requested, rest.encode("latin-1"), path, body, counted, strip)
+
+    def _peer_passthrough(self, peer: PeerModel, requested: str, rest: str, request: Incoming, conn: Connection,
+                          strip: frozenset[bytes]) -> Call | None:
+        """`/upstream/{peer}/{model}/…`: straight to the peer (which starts and stops its models itself)."""
+        if not rest or rest.startswith("?"):
+            if request.method == b"DELETE":
+                raise HTTPError(400, f"model '{peer.fqn}' is served by peer '{peer.peer_id}': it is not stopped here")
+            status = 301 if request.method in (b"GET", b"HEAD") else 308
+            conn.write(head(status, "", [(b"Location", f"/upstream/{peer.fqn}/{rest}".encode("latin-1")),
+                                         (b"Content-Length", b"0")], connection=request.connection))
+            return None
+        path = rest.split("?", 1)[0]
+        body = b"".join(request.body)
+        if path in INFERENCE_PATHS and body:
+            body = rewrite_request(peer, requested, request.content_type.decode("utf-8", "surrogateescape"), body)
+        return Call(peer.fqn, requested, rest.encode("latin-1"), path, body, False, strip,
+                    Destination(peer.fqn, requested, peer, None))
 
     async def _unload(self, model: ModelConfig) -> dict[str, str]:
         service = self._service
@@ -275,15 +296,15 @@ class Lane:
         )
 
 
-def split_upstream_path(config: Config, raw_target: str) -> tuple[ModelConfig, str, str]:
-    """`/upstream/{model}{rest}`: the longest configured id or alias wins, so `author/model`
-    works; ``rest`` is the raw path and query after it."""
+def split_upstream_path(config: Config, names: Names, raw_target: str) -> tuple[ModelConfig | PeerModel, str, str]:
+    """`/upstream/{model}{rest}`: the longest configured id, alias or peer model wins, so
+    `author/model` works; ``rest`` is the raw path and query after it."""
     tail = raw_target[len("/upstream/"):]
     segments = tail.split("?", 1)[0].split("/")
     for end in range(len(segments), 0, -1):
         candidate = "/".join(segments[:end])
         name = unquote(candidate)
-        model = config.model_for(name)
+        model = config.model_for(name) or names.peer_model(name)
         if model is not None:
             return model, name, tail[len(candidate):]
     raise model_not_found(unquote(segments[0]))
