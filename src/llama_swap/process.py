@@ -176,7 +176,7 @@ class ModelProcess:
         if self._upstream_of is not self.config:
             timeouts = self.config.timeouts
             self._upstream = address(self.config.proxy, connect=timeouts.connect, tls_handshake=timeouts.tls_handshake,
-                                     response_header=timeouts.response_header, keepalive=timeouts.keepalive)
+                                     response_header=timeouts.response_header, keepalive=timeouts.keepalive, idle_conn=timeouts.idle_conn)
             self._upstream_of = self.config
         return self._upstream
 

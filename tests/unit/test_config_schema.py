@@ -54,7 +54,7 @@ def test_model_defaults() -> None:
         model.timeouts.tls_handshake,
         model.timeouts.expect_continue,
         model.timeouts.idle_conn,
-    ) == (30, 30, 0, 10, 1, 90)
+    ) == (30, 30, 0, 10, 1, None)  # idleConn unset: 4 s for a local server
     assert model.compat.ignore_websockets is False
     assert model.capabilities.inputs == []
     assert model.health_check_timeout == 120
@@ -205,7 +205,7 @@ def test_timeouts_and_capabilities() -> None:
     model = load_config_text(
         MINIMAL
         + """
-    timeouts: {connect: 5, responseHeader: 60}
+    timeouts: {connect: 5, responseHeader: 60, idleConn: 90}
     capabilities:
       in: [text, image]
       out: [text]
@@ -214,11 +214,7 @@ def test_timeouts_and_capabilities() -> None:
     compat: {ignoreWebsockets: true}
 """
     ).models["m"]
-    assert (model.timeouts.connect, model.timeouts.response_header, model.timeouts.idle_conn) == (
-        5,
-        60,
-        90,
-    )
+    assert (model.timeouts.connect, model.timeouts.response_header, model.timeouts.idle_conn) == (5, 60, 90)
     assert model.capabilities.inputs == ["text", "image"]
     assert model.capabilities.outputs == ["text"]
     assert model.capabilities.tools is True

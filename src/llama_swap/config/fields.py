@@ -95,7 +95,7 @@ class Timeouts(Section):
     response_header: int = Field(default=0, ge=0)
     tls_handshake: int = Field(default=10, ge=0)
     expect_continue: int = Field(default=1, ge=0)
-    idle_conn: int = Field(default=90, ge=0)
+    idle_conn: int | None = Field(default=None, ge=0)  # unset: 4 s, below llama-server's 5 s (wire/upstream.py)
 
 
 class ClientTimeouts(Section):

@@ -70,9 +70,11 @@ Regex = Annotated[Text, AfterValidator(_check_regex)]
 
 
 class PeerTimeouts(Timeouts):
-    """As for models, but a peer gets 60 s to send response headers."""
+    """As for models, but a peer gets 60 s to send response headers, and its idle connections
+    are kept for Go's 90 s (a remote server, maybe over TLS, not a local llama-server)."""
 
     response_header: int = Field(default=60, ge=0)
+    idle_conn: int | None = Field(default=90, ge=0)  # Go's default: a peer keeps its connections
 
 
 class PeerConfig(Section):

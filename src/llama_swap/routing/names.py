@@ -30,7 +30,7 @@ class PeerRoute:
         timeouts = peer.timeouts
         self.url = peer.proxy
         self.upstream = address(peer.proxy, connect=timeouts.connect, tls_handshake=timeouts.tls_handshake,
-                                response_header=timeouts.response_header, keepalive=timeouts.keepalive)
+                                response_header=timeouts.response_header, keepalive=timeouts.keepalive, idle_conn=timeouts.idle_conn)
         key = peer.api_key.encode("latin-1")
         self.key_fields = b"Authorization: Bearer %s\r\nx-api-key: %s\r\n" % (key, key) if key else b""
         self.replaced = frozenset({b"authorization", b"x-api-key"}) if key else frozenset()

@@ -72,17 +72,20 @@ class Upstream(NamedTuple):
     tls_timeout: float | None
     response_timeout: float | None  # `timeouts.responseHeader`
     keepalive: int  # seconds between TCP keep-alive probes (`timeouts.keepalive`); 0 = off
+    idle: float | None  # seconds an idle connection is kept in the pool (`timeouts.idleConn`); None = no limit
 
 
-def address(url: str, *, connect: float, tls_handshake: float, response_header: float, keepalive: int) -> Upstream:
-    """An `Upstream` for a `proxy` URL and a model's `timeouts` (seconds; 0 = none)."""
+def address(url: str, *, connect: float, tls_handshake: float, response_header: float, keepalive: int,
+            idle_conn: int | None) -> Upstream:
+    """An `Upstream` for a `proxy` URL and a model's `timeouts` (seconds; 0 = none; an unset
+    `idleConn`: `IDLE_SECONDS`)."""
     parts = urlsplit(url)
     tls = _tls_context() if parts.scheme == "https" else None
     host = parts.hostname or "localhost"
     return Upstream(
         host, parts.port or (443 if tls else 80), tls, parts.path.rstrip("/").encode("latin-1"),
         parts.netloc.rpartition("@")[2].encode("idna"), connect or None, tls_handshake or None,
-        response_header or None, keepalive,
+        response_header or None, keepalive, IDLE_SECONDS if idle_conn is None else (idle_conn or None),
     )
 
 
@@ -477,16 +480,17 @@ class UpstreamClient:
                      conn.key.host, conn.key.port)
 
     def _take(self, upstream: Upstream) -> _Connection | None:
-        """The most recently used idle connection; ones idle for longer than `IDLE_SECONDS`
-        are closed (the upstream may be closing them right now), and one after a stream or
-        idle for a while is checked for a close the loop has not handled yet."""
+        """The most recently used idle connection; ones idle for longer than the upstream's
+        `idle` are closed (the upstream may be closing them right now), and one after a stream
+        or idle for a while is checked for a close the loop has not handled yet."""
         idle = self._idle.get(upstream)
         if not idle:
             return None
         now = asyncio.get_running_loop().time()
+        limit = upstream.idle if upstream.idle is not None else float("inf")
         while idle:
             conn = idle.pop()
-            if now - conn.idle_since > IDLE_SECONDS or (
+            if now - conn.idle_since > limit or (
                     (conn.after_stream or now - conn.idle_since > CHECK_IDLE) and not conn.alive()):
                 conn.close()
                 continue
