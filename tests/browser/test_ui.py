@@ -334,3 +334,23 @@ def test_no_profile_picker_without_profiles(start_service: StartService, page: P
     page.goto(service.url + "/ui/", wait_until="domcontentloaded")
     expect(page.locator("#conn")).to_have_attribute("data-state", "connected")
     expect(page.locator("#profile")).to_be_hidden()
+
+
+def test_selectors_and_peer_models_are_shown_on_the_models_page(start_service: StartService, page: Page) -> None:
+    service = start_service(CONFIG + """
+    groups:
+      pair: {swap: false, members: [chat, org/embed]}
+    selectors:
+      either: {strategy: spillover, targets: [chat, org/embed], settings: {spillover: 3}, name: Either one}
+    peers:
+      box-b:
+        proxy: http://127.0.0.1:9
+        models: [llama-70b, whisper]
+    """)
+    page.goto(service.url + "/ui/#/models", wait_until="domcontentloaded")
+    expect(page.locator('[data-selector="either"]')).to_contain_text("spillover 3")
+    expect(page.locator('[data-selector="either"]')).to_contain_text("chat, org/embed")
+    peer = page.locator('[data-peer="box-b"]')
+    expect(peer).to_contain_text("box-b/llama-70b")
+    expect(peer).to_contain_text("box-b/whisper")
+    expect(model_row(page, "box-b/llama-70b")).to_have_count(0)  # not a local model: no Load button

@@ -1,5 +1,6 @@
 // Models: every configured model with its live state (modelStatus events), Load / Unload
-// buttons, Unload all, and a link to each model's own log stream.
+// buttons, Unload all, and a link to each model's own log stream; below them, what else a
+// request may name (from /v1/models): selectors and peers' models.
 
 import { get, idPath, post } from "./api.js";
 import { store } from "./store.js";
@@ -27,10 +28,13 @@ export function mount(view) {
       tbody,
     ),
   );
+  const elsewhere = h("div.elsewhere");
   view.append(
     h("div.page-head", h("h1", "Models"), summary, h("div.actions", unlistedLabel, unloadAll)),
     table,
+    elsewhere,
   );
+  get("v1/models").then((listing) => setChildren(elsewhere, routedCards(listing && listing.data)), () => {});
 
   unlistedToggle.addEventListener("change", () => {
     showUnlisted = unlistedToggle.checked;
@@ -188,4 +192,47 @@ export function mount(view) {
     );
   }
   return () => off();
+}
+
+/** Cards for the selectors and the peers' models of a /v1/models listing (none: nothing). */
+function routedCards(records) {
+  const meta = (r) => (r && r.meta && r.meta.llamaswap) || {};
+  const list = Array.isArray(records) ? records : [];
+  const cards = [];
+  const selectors = list.filter((r) => meta(r).type === "selector");
+  if (selectors.length) {
+    cards.push(
+      h(
+        "div.card.routed.selectors",
+        h("h2", "Selectors"),
+        h(
+          "ul",
+          selectors.map((r) => {
+            const m = meta(r);
+            const how = m.strategy === "spillover" ? `spillover ${m.spillover}` : m.strategy;
+            return h("li", { dataset: { selector: r.id } }, h("span.model-id", r.id), " ", h("span.tag", how), " → ",
+              (m.targets || []).join(", "), r.name ? h("span.faint", ` — ${r.name}`) : null);
+          }),
+        ),
+      ),
+    );
+  }
+  const byPeer = new Map();
+  for (const r of list.filter((r) => meta(r).type === "peer")) {
+    const peer = meta(r).peerID;
+    if (!byPeer.has(peer)) byPeer.set(peer, []);
+    byPeer.get(peer).push(r.id);
+  }
+  if (byPeer.size) {
+    cards.push(
+      h(
+        "div.card.routed.peers",
+        h("h2", "Peer models"),
+        h("p.faint", "Served by other servers; requests for them are forwarded there and never start a model here."),
+        [...byPeer].map(([peer, ids]) =>
+          h("div", { dataset: { peer } }, h("strong", peer), ": ", h("div.chips", ids.map((id) => h("span.chip", id))))),
+      ),
+    );
+  }
+  return cards;
 }
