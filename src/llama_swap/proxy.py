@@ -63,15 +63,21 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
                 raise unavailable(call, request, exc) from exc
             except (UpstreamClosed, TimeoutError) as exc:
                 raise unavailable(call, request, exc) from exc
-            try:
-                status = answer_now(exchange, conn, tap, request)
-                return status if status is not None else await relay(exchange, conn, tap, request, model=call.model)
-            except BrokeOff as exc:
-                raise HTTPError(502, str(exc)) from exc
-            finally:
-                exchange.close()
+            return await deliver(exchange, conn, tap, request, call.model)
         finally:
             router.release(lease)
+
+
+async def deliver(exchange: Exchange, conn: Connection, tap: Tap, request: Incoming, model: str) -> int:
+    """Relay the answer whose head arrived (a small one written at once), then close the
+    exchange; the status to account for it (a 502 when the upstream broke off first)."""
+    try:
+        status = answer_now(exchange, conn, tap, request)
+        return status if status is not None else await relay(exchange, conn, tap, request, model=model)
+    except BrokeOff as exc:
+        raise HTTPError(502, str(exc)) from exc
+    finally:
+        exchange.close()
 
 
 def send(client: UpstreamClient, upstream: Upstream, call: Call, request: Incoming, conn: Connection, *,
@@ -99,13 +105,7 @@ async def forward_to_peer(client: UpstreamClient, peer: PeerModel, call: Call, r
         message = f"peer proxy error: peer '{peer.peer_id}' ({route.url}) did not answer: {_reason(exc)}"
         log.warning("[%s] 502 for %s %s: %s", call.model, request.method.decode("latin-1"), call.path, message)
         raise HTTPError(502, message) from exc
-    try:
-        status = answer_now(exchange, conn, tap, request)
-        return status if status is not None else await relay(exchange, conn, tap, request, model=call.model)
-    except BrokeOff as exc:
-        raise HTTPError(502, str(exc)) from exc
-    finally:
-        exchange.close()
+    return await deliver(exchange, conn, tap, request, call.model)
 
 
 def _reason(exc: BaseException) -> str:
