@@ -184,8 +184,15 @@ def test_example_config_loads_and_lists_its_models(example_service: RunningServi
         "bge-reranker", "comfyui_auto", "gemma", "gemma3-12b", "gpt-4o-mini", "gpt-oss-120b",
         "gpt-oss-120b:high", "gpt-oss-120b:low", "kokoro-tts", "qwen-coder", "qwen3-coder-30b",
         "sd-xl", "whisper-large-v3",
+        "chat", "coder",  # selectors ("best" is unlisted)
+        "workstation/llama-3.3-70b", "workstation/qwen2.5-vl-72b",  # peer models, as <peer>/<model>
+        "openrouter/qwen/qwen3-coder", "openrouter/deepseek/deepseek-chat-v3.1",
     }  # nomic-embed is unlisted; setParamsByID keys are aliases, listed with the others
     assert all(record["status"] == {"value": "unloaded"} for record in records.values())
+    assert records["chat"]["meta"]["llamaswap"] == {
+        "kind": "router", "type": "selector", "strategy": "warm",
+        "targets": ["gemma3-12b", "qwen3-coder-30b", "gpt-oss-120b"]}
+    assert records["openrouter/qwen/qwen3-coder"]["name"] == "openrouter: qwen/qwen3-coder"
 
     oss = records["gpt-oss-120b"]
     assert oss["name"] == "gpt-oss 120B"
