@@ -414,7 +414,8 @@ def build_app() -> Any:
         as text frames: `close` (a normal close from this side), `drop` (the TCP connection
         closed without a close frame), `headers` (the upgrade request's headers as JSON),
         `flood N` (N binary frames of 1 MiB, as fast as the connection takes them; the bytes
-        sent so far are in /stats as `ws_flood_sent`). `?reject=CODE` refuses the upgrade."""
+        sent so far are in /stats as `ws_flood_sent`), `stall N` (nothing read for N seconds).
+        `?reject=CODE` refuses the upgrade."""
         if "reject" in request.query:
             code = int(request.query["reject"])
             return jresp({"error": {"message": "upgrade refused", "type": "invalid_request_error", "code": code}},
@@ -438,6 +439,8 @@ def build_app() -> Any:
                     request.transport.close()
                 elif text == "headers":
                     await ws.send_str(json.dumps(dict(request.headers)))
+                elif text.startswith("stall "):
+                    await asyncio.sleep(float(text.split()[1]))
                 elif text.startswith("flood "):
                     frame = b"\xab" * (1 << 20)
                     for _ in range(int(text.split()[1])):

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,7 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.fakes import fake_cmd
 from tests.integration.conftest import RunningService, wait_until
-from tests.integration.rawhttp import MB, WAIT, Reader, RssWatch, request, rss
+from tests.integration.rawhttp import MB, WAIT, Reader, RssWatch, Sender, request, rss
 from tests.integration.rawhttp import connect as raw_connect
 
 MIB = 1 << 20
@@ -252,6 +253,13 @@ def masked_text(text: str) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def masked_binary_frames(count: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    """``count`` client binary frames of ``size`` zero bytes (masked with zeros: the same bytes)."""
+    frame = bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + b"\0\0\0\0" + bytes(size)
+    for _ in range(count):
+        yield frame
+
+
 def test_garbage_after_a_websocket_upgrade_ends_that_connection_only(start_service):
     service = start_service(models(m=model("m")))
     sock = raw_connect(service)
@@ -297,3 +305,20 @@ def test_a_client_that_never_reads_holds_the_upstream_back(start_service):
     assert watch.peak - baseline < 40 * MB
     sock.close()
     assert wait_until(lambda: upstream_stats(service, "m")["ws_open"] == 0)
+
+
+def test_an_upstream_that_does_not_read_holds_the_client_back(start_service):
+    service = start_service(models(m=model("m")))
+    assert service.http.get("/upstream/m/load").status_code == 200
+    sock = raw_connect(service, sndbuf=64 * 1024, timeout=0.5)
+    sock.sendall(ws_head("/upstream/m/ws"))
+    assert Reader(sock).response(head_request=True).status == 101
+    sock.sendall(masked_text("stall 30"))  # the upstream reads nothing more for 30 s
+    baseline = rss(service.proc.pid)
+    sender = Sender(sock, masked_binary_frames(4800))  # 300 MiB
+    with RssWatch(service.proc.pid) as watch:
+        sender.start()
+        assert wait_until(lambda: sender.stalled_for() > 1.0, timeout=30)  # the service stopped reading it
+    sender.stop()
+    assert sender.sent < 64 * MIB, f"the service took {sender.sent} bytes the upstream did not read"
+    assert watch.peak - baseline < 40 * MB

@@ -66,7 +66,7 @@ class Tunnel(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._upstream: asyncio.Transport | None = None
         self._ended: asyncio.Future[None] = self._loop.create_future()
-        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None  # waiting for the client to drain
 
     def open(self, exchange: Exchange) -> None:
         """Splice: the upstream's 101 ``exchange`` (whose head the client has) and the client."""
@@ -104,7 +104,7 @@ class Tunnel(asyncio.Protocol):
         except ConnectionError:
             return  # the client is gone: the tunnel ends with its connection
         finally:
-            self._draining = False
+            self._drainer = None
         if self._upstream is not None and not self._ended.done():
             self._upstream.resume_reading()
 
@@ -115,10 +115,9 @@ class Tunnel(asyncio.Protocol):
             return
         client = self._client
         client.write(data)
-        if client.paused and not self._draining and self._upstream is not None:
-            self._draining = True
+        if client.paused and self._drainer is None and self._upstream is not None:
             self._upstream.pause_reading()
-            self._loop.create_task(self._drain_client())
+            self._drainer = self._loop.create_task(self._drain_client())
 
     def eof_received(self) -> bool:
         self._end()
@@ -149,9 +148,6 @@ class Tunnels:
             tunnels.discard(tunnel)
             if not tunnels:
                 del self._by_model[model]
-
-    def count(self, model: str) -> int:
-        return len(self._by_model.get(model, ()))
 
     def close(self, model: str) -> None:
         """``model`` is stopping: its tunnels end now (no connection outlives its model)."""
