@@ -91,6 +91,9 @@ def test_echo_through_upstream_starts_the_model_and_frames_flow_both_ways(start_
     assert wait_until(lambda: inflight(service) == [])
     metrics = service.http.get("/metrics").text
     assert 'llamaswap_requests_total{model="m",path="other",status="101"} 1.0' in metrics
+    # As in the Go version, the activity log has inference POSTs only: a websocket is in
+    # flight while open and counted in the metrics, but it is not an activity row.
+    assert service.http.get("/api/metrics/activity").json()["total"] == 0
 
 
 def test_a_websocket_by_query_model_is_tunnelled(start_service):

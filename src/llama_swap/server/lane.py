@@ -60,7 +60,6 @@ INFERENCE_PATHS = frozenset(
 )
 _INFERENCE_TARGETS = frozenset(path.encode() for path in INFERENCE_PATHS)
 _UPSTREAM = b"/upstream/"
-_COMFYUI = comfyui.PREFIX
 CARRIED_BY_BYTES = {scheme: frozenset(name.encode() for name in names) for scheme, names in CARRIED_BY.items()}
 _METHODS = {method.encode(): method for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 
@@ -140,7 +139,7 @@ class Lane:
                 call = await self._upstream_call(request, conn, plan, strip)
                 if call is None:
                     return  # answered by the service itself (load, unload, redirect)
-            elif request.target.startswith(_COMFYUI) and comfyui.is_comfyui(request.target):
+            elif request.target not in _INFERENCE_TARGETS and comfyui.is_comfyui(request.target):
                 call = self._comfyui_call(request, conn, plan, strip)
                 if call is None:
                     return  # the redirect to /comfyui/
