@@ -165,6 +165,9 @@ class ModelProcess:
     def state(self) -> ProcessState:
         return self._state
 
+    def is_ready(self) -> bool:
+        return self._state is ProcessState.READY
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None

@@ -85,7 +85,7 @@ ARGS: argparse.Namespace
 REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("request")  # the request being handled
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </hint>; rel=preload\r\n\r\n"
 CANCELLED: list[dict[str, Any]] = []  # requests whose handler saw a client disconnect
-STATS: dict[str, Any] = {"requests": 0, "by_path": {}, "slow_completed": 0}
+STATS: dict[str, Any] = {"requests": 0, "by_path": {}, "slow_completed": 0, "ws_open": 0, "ws_flood_sent": 0}
 
 
 def log(line: str, err: bool = False) -> None:
@@ -407,6 +407,52 @@ def build_app() -> Any:
             "build_info": "fake-upstream",
         })
 
+    # ---------------------------------------------------------------- websocket
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        """An echo websocket (text and binary frames back as they came), with commands sent
+        as text frames: `close` (a normal close from this side), `drop` (the TCP connection
+        closed without a close frame), `headers` (the upgrade request's headers as JSON),
+        `flood N` (N binary frames of 1 MiB, as fast as the connection takes them; the bytes
+        sent so far are in /stats as `ws_flood_sent`), `stall N` (nothing read for N seconds).
+        `?reject=CODE` refuses the upgrade."""
+        if "reject" in request.query:
+            code = int(request.query["reject"])
+            return jresp({"error": {"message": "upgrade refused", "type": "invalid_request_error", "code": code}},
+                         code)
+        ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
+        await ws.prepare(request)
+        STATS["ws_open"] += 1
+        log(f"{ARGS.name} websocket open")
+        try:
+            async for msg in ws:
+                if msg.type == web.WSMsgType.BINARY:
+                    await ws.send_bytes(msg.data)
+                    continue
+                if msg.type != web.WSMsgType.TEXT:
+                    break
+                text = msg.data
+                if text == "close":
+                    await ws.close(code=1000, message=b"closed by the upstream")
+                elif text == "drop":
+                    assert request.transport is not None
+                    request.transport.close()
+                elif text == "headers":
+                    await ws.send_str(json.dumps(dict(request.headers)))
+                elif text.startswith("stall "):
+                    await asyncio.sleep(float(text.split()[1]))
+                elif text.startswith("flood "):
+                    frame = b"\xab" * (1 << 20)
+                    for _ in range(int(text.split()[1])):
+                        await ws.send_bytes(frame)
+                        STATS["ws_flood_sent"] += len(frame)
+                else:
+                    await ws.send_str(text)
+        finally:
+            STATS["ws_open"] -= 1
+            log(f"{ARGS.name} websocket closed")
+        return ws
+
     # ---------------------------------------------------------------- OpenAI inference
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -678,6 +724,7 @@ def build_app() -> Any:
     r.add_get("/stats", stats)
     r.add_get("/slots", slots)
     r.add_get("/props", props)
+    r.add_get("/ws", websocket)
     r.add_post("/v1/chat/completions", chat)
     r.add_post("/chat/completions", chat)
     r.add_post("/v1/completions", completions)

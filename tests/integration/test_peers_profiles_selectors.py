@@ -3,6 +3,7 @@ in llama-swap (pipeline: profile pin → selector → model id or alias → peer
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 
@@ -284,4 +285,19 @@ def test_the_upstream_passthrough_reaches_a_peer(start_service, remote: int) -> 
     refused = service.http.delete("/upstream/far/remote-a")
     assert refused.status_code == 400
     assert refused.json() == {"error": "model 'far/remote-a' is served by peer 'far': it is not stopped here"}
+    assert service.http.get("/running").json() == {"running": []}
+
+
+def test_a_websocket_reaches_a_peer_with_the_peers_key(start_service, remote: int) -> None:
+    from websockets.sync.client import connect
+
+    service = start_service(with_peer(remote))
+    url = service.url.replace("http://", "ws://")
+    for path in ("/upstream/far/remote-a/ws", "/ws?model=far/remote-a"):
+        with connect(url + path, open_timeout=10, close_timeout=2) as ws:
+            ws.send("through two hops")
+            assert ws.recv(timeout=10) == "through two hops"
+            ws.send("headers")
+            seen = {name.lower(): value for name, value in json.loads(ws.recv(timeout=10)).items()}
+            assert seen["authorization"] == "Bearer peer-secret" and seen["x-api-key"] == "peer-secret"
     assert service.http.get("/running").json() == {"running": []}

@@ -19,11 +19,13 @@ from multidict import MultiDict
 from yarl import URL
 
 from llama_swap.config import Config, ModelConfig
+from llama_swap.config.model import COMFYUI_MODEL_ID
 from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.proxy import Call, forward, forward_to_peer
 from llama_swap.routing.names import Destination, Names, PeerModel
 from llama_swap.routing.router import RouteError
+from llama_swap.server import comfyui
 from llama_swap.server.auth import (
     CARRIED_BY,
     REALM,
@@ -38,10 +40,12 @@ from llama_swap.server.filters import rewrite_request, with_model
 from llama_swap.server.loading import serve_while_loading, wants_loading_state
 from llama_swap.server.request import Handling
 from llama_swap.server.service import Service
+from llama_swap.server.websocket import serve_ignored, serve_leased, serve_peer
 from llama_swap.wire.framing import head, json_answer
 from llama_swap.wire.front import Connection, Limits, error_answer
 from llama_swap.wire.headers import find
 from llama_swap.wire.incoming import Incoming
+from llama_swap.wire.tunnel import is_websocket
 
 # Known inference paths: the only values used as the `path` metrics label (bounded
 # cardinality), and the `/upstream/` sub-paths that count toward a model's concurrency limit.
@@ -75,6 +79,7 @@ class _Plan:
         self.digests = key_digests(tuple(config.api_keys)) if config.api_keys else None
         self.loading = frozenset(model_id for model_id, model in config.models.items() if model.send_loading_state)
         self.forward_keys = config.forward_api_keys
+        self.ignore_websockets = frozenset(m for m, model in config.models.items() if model.compat.ignore_websockets)
         self._models: dict[str, tuple[ModelConfig, str]] = {}
 
     def local(self, name: str) -> tuple[ModelConfig, str] | None:
@@ -135,12 +140,20 @@ class Lane:
                 call = await self._upstream_call(request, conn, plan, strip)
                 if call is None:
                     return  # answered by the service itself (load, unload, redirect)
+            elif request.target not in _INFERENCE_TARGETS and comfyui.is_comfyui(request.target):
+                call = self._comfyui_call(request, conn, plan, strip)
+                if call is None:
+                    return  # the redirect to /comfyui/
             else:
                 call = self._model_call(request, plan, strip)
         except HTTPError as exc:
             conn.write(error_answer(exc.status, exc.message, exc.headers, connection=request.connection))
             return
         service = self._service
+        websocket = request.upgrade and is_websocket(request.raw_headers)
+        if websocket and call.model in plan.ignore_websockets:
+            await serve_ignored(service, call, request, conn)
+            return
         path = call.path
         method = _METHODS.get(request.method) or request.method.decode("latin-1")
         inference = path in INFERENCE_PATHS
@@ -150,8 +163,13 @@ class Lane:
                           path if inference else "other", inference and method == "POST",
                           request.connection) as handling:
                 if destination is not None and destination.peer is not None:
-                    handling.status = await forward_to_peer(service.upstreams, destination.peer, call, request,
-                                                            conn, handling.tracked)
+                    if websocket:
+                        await serve_peer(service, destination.peer, call, request, conn, handling)
+                    else:
+                        handling.status = await forward_to_peer(service.upstreams, destination.peer, call, request,
+                                                                conn, handling.tracked)
+                elif websocket:
+                    await serve_leased(service, call, request, conn, handling)
                 elif call.model in plan.loading and self._shows_loading(call, request):
                     handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
                 else:
@@ -237,10 +255,7 @@ class Lane:
             if method == b"DELETE":
                 conn.write(json_answer(200, orjson.dumps(await self._unload(model)), connection=request.connection))
             else:
-                status = 301 if method in (b"GET", b"HEAD") else 308
-                location = f"/upstream/{model.id}/{rest}".encode("latin-1")
-                conn.write(head(status, "", [(b"Location", location), (b"Content-Length", b"0")],
-                                connection=request.connection))
+                conn.write(redirect(request, f"/upstream/{model.id}/{rest}"))
             return None
         path = rest.split("?", 1)[0]
         if path == "/load" and method == b"GET":
@@ -262,9 +277,7 @@ class Lane:
         if not rest or rest.startswith("?"):
             if request.method == b"DELETE":
                 raise HTTPError(400, f"model '{peer.fqn}' is served by peer '{peer.peer_id}': it is not stopped here")
-            status = 301 if request.method in (b"GET", b"HEAD") else 308
-            conn.write(head(status, "", [(b"Location", f"/upstream/{peer.fqn}/{rest}".encode("latin-1")),
-                                         (b"Content-Length", b"0")], connection=request.connection))
+            conn.write(redirect(request, f"/upstream/{peer.fqn}/{rest}"))
             return None
         path = rest.split("?", 1)[0]
         body = b"".join(request.body)
@@ -272,6 +285,23 @@ class Lane:
             body = rewrite_request(peer, requested, request.content_type.decode("utf-8", "surrogateescape"), body)
         return Call(peer.fqn, requested, rest.encode("latin-1"), path, body, False, strip,
                     Destination(peer.fqn, requested, peer, None))
+
+    def _comfyui_call(self, request: Incoming, conn: Connection, plan: _Plan, strip: frozenset[bytes]) -> Call | None:
+        """`/comfyui/{path}`: a passthrough to the model `comfyui_auto` (`server/comfyui.py`)."""
+        rest = comfyui.rest_of(request.target.decode("latin-1"))
+        if not rest.startswith("/"):
+            conn.write(redirect(request, f"/comfyui/{rest}"))
+            return None
+        model = plan.config.models.get(COMFYUI_MODEL_ID)
+        if model is None:
+            raise HTTPError(404, comfyui.NOT_CONFIGURED)
+        path = rest.split("?", 1)[0]
+        if (comfyui.does_not_start(request.method, path)
+                and self._service.processes[model.id].state is not ProcessState.READY):
+            raise HTTPError(409, comfyui.NOT_LOADED)
+        counted = path in INFERENCE_PATHS
+        body = b"".join(request.body)
+        return Call(model.id, model.id, rest.encode("latin-1"), path, body, counted, strip)
 
     async def _unload(self, model: ModelConfig) -> dict[str, str]:
         service = self._service
@@ -308,6 +338,14 @@ def split_upstream_path(config: Config, names: Names, raw_target: str) -> tuple[
         if model is not None:
             return model, name, tail[len(candidate):]
     raise model_not_found(unquote(segments[0]))
+
+
+def redirect(request: Incoming, location: str) -> bytes:
+    """A permanent redirect to the path with a trailing slash: 301 for GET and HEAD, else 308
+    (which keeps the method and body)."""
+    status = 301 if request.method in (b"GET", b"HEAD") else 308
+    return head(status, "", [(b"Location", location.encode("latin-1")), (b"Content-Length", b"0")],
+                connection=request.connection)
 
 
 def _ignored(config: Config, path: str) -> bool:

@@ -24,6 +24,7 @@ from llama_swap.routing.names import Names
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.listing import status_records
+from llama_swap.wire.tunnel import Tunnels
 from llama_swap.wire.upstream import UpstreamClient
 
 log = logging.getLogger("llama_swap.service")
@@ -54,6 +55,7 @@ class Service:
         )
         self.session: aiohttp.ClientSession = make_session()  # health checks
         self.upstreams = UpstreamClient()  # every request to a model's server
+        self.tunnels = Tunnels()  # open websockets, closed with their model
         self.reaper = Reaper() if use_reaper else None
         self.router = Router(
             {model_id: self._process(model) for model_id, model in sorted(config.models.items())},
@@ -145,9 +147,11 @@ class Service:
         return model
 
     def end_streams(self) -> None:
-        """End every open log and event stream, so that no reader holds up a shutdown."""
+        """End every open log and event stream and every websocket, so that no reader holds
+        up a shutdown (a websocket may idle for as long as its client likes)."""
         self.logs.close()
         self.events.close()
+        self.tunnels.close_all()
 
     async def close(self) -> None:
         """Stop every upstream in parallel, then release the client and the reaper."""
@@ -222,6 +226,8 @@ class Service:
     def _state_changed(self, model: str, state: ProcessState) -> None:
         if state is ProcessState.STOPPING:
             self.upstreams.close_idle(self.processes[model].upstream)
+        if state is not ProcessState.READY:
+            self.tunnels.close(model)  # no websocket outlives its model's server
         self.metrics.set_state(model, state)
         log.debug("[%s] state %s", model, state.value)
         self.publish_status()

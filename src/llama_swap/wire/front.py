@@ -29,7 +29,7 @@ import asyncio
 import collections
 import logging
 import ssl
-from typing import Mapping, NamedTuple, Protocol
+from typing import Callable, Mapping, NamedTuple, Protocol
 
 import httptools
 
@@ -38,6 +38,7 @@ from llama_swap.wire.bridge import Bridge, HandlerFactory
 from llama_swap.wire.framing import CLOSE, CONTINUE, head, json_answer
 from llama_swap.wire.headers import RawFields, host_problem, response_drop
 from llama_swap.wire.incoming import Incoming
+from llama_swap.wire.tunnel import is_websocket
 
 log = logging.getLogger("llama_swap.server")
 
@@ -123,6 +124,8 @@ class Connection(asyncio.Protocol):
         self._bridge: Bridge | None = None
         self._raw = False  # after an upgrade: what follows is not parsed
         self._upgrade: Incoming | None = None  # the request that asked for it
+        self._raw_sink: Callable[[bytes], None] | None = None  # a websocket's tunnel (`take_raw`)
+        self._early = b""  # a websocket's bytes that came with its head, before its tunnel
         self._closing = False  # nothing more is read: answer what is queued, then close
         self._error: bytes | None = None  # the answer to give once all before it are answered
         self._head_left: int | None = 0  # bytes the head being received may still take; None in a body
@@ -371,17 +374,35 @@ class Connection(asyncio.Protocol):
 
     def _upgraded(self, rest: bytes) -> None:
         """After a request asking to switch protocols, the bytes are no longer HTTP: aiohttp
-        gets them raw; the lane answers the request as a plain one and the connection ends."""
+        gets them raw; the lane tunnels a websocket once its upstream agreed (`take_raw`:
+        until then the socket is not read), and answers any other upgrade as a plain request.
+        Either way the connection ends with that request."""
         self._raw = True
         request = self._queue[-1] if self._queue else None
         if request is None or not request.upgrade:
             return
         self._upgrade = request
-        if request.lane:
-            request.end_connection()
-            self._stop_reading()
-        else:
+        if not request.lane:
             self._received_raw(rest)
+            return
+        request.end_connection()
+        if is_websocket(request.raw_headers):
+            self._early = rest
+            self._front_wants_reading(False)
+        else:
+            self._stop_reading()
+
+    def take_raw(self, sink: Callable[[bytes], None]) -> bytes:
+        """A websocket's tunnel is open: the client's bytes go to ``sink`` from now on; those
+        that came with its head are returned."""
+        self._raw_sink = sink
+        early, self._early = self._early, b""
+        self._front_wants_reading(True)
+        return early
+
+    def raw_reading(self, wanted: bool) -> None:
+        """A tunnel's flow control: the upstream's send buffer is full (or drained)."""
+        self._front_wants_reading(wanted)
 
     def _received_raw(self, data: bytes) -> None:
         request = self._upgrade
@@ -389,6 +410,8 @@ class Connection(asyncio.Protocol):
             return
         if request.handed:
             self._bridge.raw(data)  # type: ignore[union-attr]
+        elif self._raw_sink is not None:
+            self._raw_sink(data)
         else:  # its turn has not come: given with its head
             request.body.append(data)
 

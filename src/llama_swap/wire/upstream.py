@@ -182,6 +182,12 @@ class Exchange:
         to its end, else it is closed (which is how an upstream learns to stop generating)."""
         self._conn.finish(self, reusable=self._done and self._error is None and not self._chunks)
 
+    def take_over(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes]:
+        """After a `101 Switching Protocols`: the connection leaves the pool for good and its
+        bytes go to ``protocol`` from now on; the transport, and the bytes that came with the
+        101 after its head."""
+        return self._conn.hand_over(protocol)
+
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error
@@ -236,6 +242,7 @@ class _Connection(asyncio.Protocol):
         self._reason: list[bytes] = []
         self._raw_headers: RawFields = []
         self._socket: socket.socket | None = None
+        self._switched = b""  # after a 101: what followed its head, until `hand_over`
 
     # -- used by the pool and the exchange
 
@@ -257,6 +264,19 @@ class _Connection(asyncio.Protocol):
             self._pool.put(self)
         else:
             self.close()
+
+    def hand_over(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes]:
+        """The connection switched protocols: it is no longer the pool's (see `Exchange.take_over`)."""
+        transport = self.transport
+        assert transport is not None
+        self.exchange = None
+        self.closed = True
+        self._pool.forget(self)
+        transport.set_protocol(protocol)
+        self._paused = False
+        transport.resume_reading()
+        rest, self._switched = self._switched, b""
+        return transport, rest
 
     def alive(self) -> bool:
         """Whether nothing arrived on the idle connection (a close the event loop has not yet
@@ -300,6 +320,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             exchange._fail(UpstreamClosed(f"invalid HTTP answer from the upstream: {exc}"))
             self.close()
+        except httptools.HttpParserUpgrade as exc:  # a 101: what follows is not HTTP
+            exchange.keep_alive = False  # never pooled again
+            self._switched = data[exc.args[0]:]
+            self.pause()  # nothing more is read until the tunnel takes the connection over
 
     def eof_received(self) -> bool:
         """A close before any byte of the answer is held open for `RESET_WAIT`: see the
@@ -419,17 +443,18 @@ class UpstreamClient:
         self.closes_after_streams: set[Upstream] = set()  # upstreams whose connections end with each stream
 
     async def send(self, upstream: Upstream, data: bytes, bodiless: bool = False,
-                   on_interim: Interim | None = None) -> Exchange:
+                   on_interim: Interim | None = None, *, fresh: bool = False) -> Exchange:
         """Send one framed request (head and body) and wait for the answer's head.
 
-        ``bodiless``: the request is a HEAD (its answer's fields describe a body never sent).
+        ``bodiless``: the request is a HEAD (its answer's fields describe a body never sent);
+        ``fresh``: on a new connection (an upgrade, which may take the connection over).
         Raises `NotSent` (nothing was written: the connection failed), `TimeoutError` (no
         answer within `response_timeout`), or `UpstreamClosed` (the upstream got the request
         and closed without answering).
         """
         resent = False
         while True:
-            conn = self._take(upstream)
+            conn = None if fresh else self._take(upstream)
             if conn is None:
                 conn = await self._connect(upstream)
             exchange = conn.send(data, on_interim, bodiless)
