@@ -40,6 +40,7 @@ MAX_POLL = 0.005  # poll interval cap: a model is served within ~5 ms of being h
 POLL_TIMEOUT = 2.0  # each health GET gets its own short timeout
 ABORT_GRACE = 5.0  # graceful window when a failed or aborted start is torn down
 STOP_POLL = 0.05  # how often a stop checks whether the process group is gone
+KILL_WAIT = 5.0  # how long a stop waits for SIGKILLed members to be gone (a process in D state takes its time)
 HEALTH_FAILURES = 3  # failed checks in a row after which a ready upstream counts as hung
 MAX_CHECK_TIMEOUT = 5.0  # seconds a check of a ready upstream may take
 
@@ -415,6 +416,12 @@ class ModelProcess:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+        # SIGKILL is delivered, not yet done: members other than our child (a wrapper's) are
+        # not ours to wait() for, so a stop looks until they are gone — then their memory
+        # and ports are free for what starts next.
+        killed_by = time.monotonic() + KILL_WAIT
+        while _group_alive(pgid) and time.monotonic() < killed_by:
+            await asyncio.sleep(STOP_POLL)
         if self._reader is not None:
             await asyncio.wait({self._reader}, timeout=1.0)
             self._reader.cancel()
