@@ -81,6 +81,8 @@ EXPECTED_OPERATIONS = (
         ("GET", "/api/inflight"),
         ("POST", "/api/inflight/{id}/cancel"),
         ("GET", "/api/version"),
+        ("GET", "/api/performance"),
+        ("GET", "/api/hardware"),
         ("GET", "/ui"),
         ("GET", "/ui/{path}"),
         ("GET", "/wol-health"),
