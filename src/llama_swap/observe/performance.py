@@ -79,6 +79,7 @@ class PerformanceMonitor:
                  ", GPUs through nvidia-smi" if nvidia else " (no nvidia-smi: no GPU statistics)")
         self._take_system()
         self._task = asyncio.create_task(self._run(nvidia), name="performance sampler")
+        self._task.add_done_callback(_report_crash)
 
     def configure(self, config: PerformanceConfig) -> None:
         """Apply a reloaded `performance`: a new interval restarts the sampling (the samples
@@ -148,3 +149,9 @@ class PerformanceMonitor:
         if what in self._failing:
             self._failing.discard(what)
             log.info("performance: %s statistics work again", what)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A bug that ends the sampler is logged when it happens, not when the task is collected."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("performance: sampling stopped by an error", exc_info=exc)
