@@ -83,6 +83,8 @@ EXPECTED_OPERATIONS = (
         ("GET", "/api/profiles"),
         ("PUT", "/api/profiles/active"),
         ("GET", "/api/version"),
+        ("GET", "/api/performance"),
+        ("GET", "/api/hardware"),
         ("GET", "/ui"),
         ("GET", "/ui/{path}"),
         ("GET", "/wol-health"),

@@ -114,8 +114,8 @@ def parse_activity_query(params: MultiMapping[str]) -> ActivityQuery:
         raise HTTPError(400, f"invalid order '{order}': expected asc or desc")
     return ActivityQuery(
         models=tuple(params.getall("model", [])),
-        start=_time(params, "start"),
-        end=_time(params, "end"),
+        start=time_param(params, "start"),
+        end=time_param(params, "end"),
         min_id=_capped(_integer(params, "min_id", 0), _SQLITE_MAX),
         max_id=_capped(_integer(params, "max_id", 0), _SQLITE_MAX),
         limit=_integer(params, "limit", 1, MAX_LIMIT) or 25,
@@ -148,7 +148,8 @@ def _integer(params: MultiMapping[str], name: str, low: int, high: int | None = 
     return value
 
 
-def _time(params: MultiMapping[str], name: str) -> float | None:
+def time_param(params: MultiMapping[str], name: str) -> float | None:
+    """An RFC 3339 query parameter as epoch seconds (None when absent); a bad one is a 400 naming it."""
     raw = params.get(name)
     if not raw:
         return None

@@ -10,13 +10,17 @@ from typing import Any, Coroutine
 import aiohttp
 from aiohttp import web
 
+from llama_swap import __version__
 from llama_swap.config import Config, ModelConfig
 from llama_swap.errors import model_not_found
 from llama_swap.observe.activity import Activity
 from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, PROFILE_CHANGED, EventBus
+from llama_swap.observe.hardware import HardwareProbe
 from llama_swap.observe.logbuffer import LogBuffer, LogHub
 from llama_swap.observe.logs import GoStyleFormatter, attach_history, detach_history
 from llama_swap.observe.metrics import Metrics
+from llama_swap.observe.perf_metrics import SystemCollector
+from llama_swap.observe.performance import PerformanceMonitor
 from llama_swap.observe.store import ActivityStore
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.reaper import Reaper
@@ -68,11 +72,17 @@ class Service:
         self.names = Names(config)  # requested names -> destinations; the active profile
         self.metrics.queued.set_function(self.router.queue_length)  # read at scrape time only
         self.metrics.watch_memory(self._running_pids)
+        self.performance = PerformanceMonitor(config.performance)  # GET /api/performance
+        self.metrics.registry.register(SystemCollector(self.performance))
+        self.hardware = HardwareProbe()  # GET /api/hardware
         self._background: set[asyncio.Task[None]] = set()
 
     def start_background(self) -> None:
-        """Work that starts with the service: the `hooks.on_startup.preload` models."""
+        """Work that starts with the service: the `hooks.on_startup.preload` models, the
+        performance sampler and the hardware snapshot."""
         self._spawn(self._preload(self.config.preload))
+        self.performance.start()
+        self.hardware.start(__version__)
 
     def apply(self, new: Config) -> None:
         """Switch to a reloaded config as a diff, without downtime.
@@ -104,6 +114,7 @@ class Service:
         self._log_handler.setFormatter(GoStyleFormatter(new.log_time_format))
         self._reopen_store(new)
         self.activity.session_headers = new.ui.activity.session_id
+        self.performance.configure(new.performance)
         self.router.reconfigure(
             fresh=fresh,
             changed=changed,
@@ -158,6 +169,8 @@ class Service:
         self.end_streams()
         for task in list(self._background):
             task.cancel()
+        self.hardware.close()
+        await self.performance.stop()
         await self.router.shutdown()
         await self.session.close()
         self.upstreams.close()
