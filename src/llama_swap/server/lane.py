@@ -145,6 +145,7 @@ class Lane:
         inference = path in INFERENCE_PATHS
         with Handling(service.activity, conn, call.model, method, path, request.headers,
                       path if inference else "other", inference and method == "POST", request.connection) as handling:
+            service.captures.watch(handling.tracked, request)
             if call.model in plan.loading and self._shows_loading(call, request):
                 handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
             else:

@@ -13,6 +13,7 @@ from aiohttp import web
 from llama_swap.config import Config, ModelConfig
 from llama_swap.errors import model_not_found
 from llama_swap.observe.activity import Activity
+from llama_swap.observe.captures import Captures
 from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, EventBus
 from llama_swap.observe.logbuffer import LogBuffer, LogHub
 from llama_swap.observe.logs import GoStyleFormatter, attach_history, detach_history
@@ -48,8 +49,9 @@ class Service:
         self.events = EventBus()  # GET /api/events
         self._publish_logs("proxy", self.logs.proxy)
         self._publish_logs("upstream", self.logs.upstream)
+        self.captures = Captures(config.capture_buffer)  # GET /api/captures/{id}
         self.activity = Activity(
-            self.events, self.metrics, _open_store(config), config.ui.activity.session_id
+            self.events, self.metrics, _open_store(config), config.ui.activity.session_id, self.captures
         )
         self.session: aiohttp.ClientSession = make_session()  # health checks
         self.upstreams = UpstreamClient()  # every request to a model's server
@@ -97,6 +99,7 @@ class Service:
         self._log_handler.setFormatter(GoStyleFormatter(new.log_time_format))
         self._reopen_store(new)
         self.activity.session_headers = new.ui.activity.session_id
+        self.captures.resize(new.capture_buffer)
         self.router.reconfigure(
             fresh=fresh,
             changed=changed,
