@@ -302,3 +302,25 @@ def test_theme_follows_the_system_until_chosen(start_service: StartService, page
     assert background == "rgb(14, 17, 22)"  # the dark palette's --bg
     page.reload(wait_until="domcontentloaded")
     expect(html).to_have_attribute("data-theme", "dark")  # the choice is kept
+
+
+def test_a_capture_opens_from_the_activity_page(start_service: StartService, page: Page) -> None:
+    service = start_service(f"models:\n  chat:\n    cmd: {fake_cmd(name='chat', chunks=3)}\n")
+    assert service.chat("chat", stream=True).status_code == 200
+    page.goto(service.url + "/ui/#/activity", wait_until="domcontentloaded")
+    row = page.locator("table.history tbody tr").first
+    row.get_by_role("button", name=re.compile(r"View capture \d+")).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator(".path")).to_have_text("/v1/chat/completions")
+    request = dialog.get_by_role("region", name="Request")
+    expect(request.locator("pre")).to_contain_text('"model": "chat"')  # JSON pretty-printed
+    response = dialog.get_by_role("region", name="Response")
+    expect(response.locator("h3")).to_contain_text("200")
+    events = response.locator("ol.capture-events > li")
+    expect(events.last).to_have_text("data: [DONE]")
+    expect(events.first).to_contain_text('"object": "chat.completion.chunk"')
+    response.get_by_text(re.compile(r"Headers \(\d+\)")).click()
+    expect(response.locator("table.capture-headers")).to_contain_text("text/event-stream")
+    screenshot(page, "capture")
+    dialog.get_by_role("button", name="Close").click()
+    expect(page.get_by_role("dialog")).to_have_count(0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,7 +25,7 @@ import orjson
 import zstandard
 
 from llama_swap.observe.capturecache import ByteBoundedFifo
-from llama_swap.redact import REDACTED, SECRETS, is_sensitive_header
+from llama_swap.redact import REDACTED, SECRETS, SENSITIVE_HEADERS
 from llama_swap.wire.headers import HOP_BY_HOP, RawFields
 from llama_swap.wire.incoming import Incoming
 
@@ -36,7 +37,10 @@ log = logging.getLogger("llama_swap.captures")
 MB = 1024 * 1024
 COLLECT_FACTOR = 4  # a request collects at most this many budgets of raw bytes (they compress well)
 ENTRY_COST = 160  # bytes a stored capture costs beyond its blob: the tuple, the bytes object, the dict slot
-_DECODED = ("gzip", "deflate")  # answers stored decoded, as Go stores them
+COMPRESS_FROM = 2048  # smaller captures are kept as they are: zstd's ~8 µs per call would save < 2 KB
+_DECODED = (b"gzip", b"deflate")  # answers stored decoded, as Go stores them
+_SENSITIVE = frozenset(name.encode() for name in SENSITIVE_HEADERS)
+_REDACTED = REDACTED.encode()
 
 
 class Recording:
@@ -54,11 +58,18 @@ class Recording:
 
 
 class Stored(NamedTuple):
-    """A kept capture: its headers and status as JSON, then both bodies, compressed as one."""
+    """A kept capture: request headers, request body, answer headers and answer body, one
+    after the other in ``blob`` (zstd-compressed when ``compressed``), cut at ``sizes``."""
 
+    path: str
+    status: int
     blob: bytes
-    meta_len: int
-    req_len: int
+    compressed: bool
+    sizes: tuple[int, int, int]
+
+    @property
+    def cost(self) -> int:
+        return len(self.blob) + len(self.path) + ENTRY_COST
 
 
 class Captures:
@@ -103,17 +114,19 @@ class Captures:
         stored = self._fifo.get(row_id)
         if stored is None:
             return None
-        data = zstandard.ZstdDecompressor().decompress(stored.blob)
-        meta = orjson.loads(data[: stored.meta_len])
-        body_at = stored.meta_len + stored.req_len
+        data = zstandard.ZstdDecompressor().decompress(stored.blob) if stored.compressed else stored.blob
+        ends = list(itertools.accumulate(stored.sizes))
+        req_headers, req_body, resp_headers, resp_body = (
+            data[start:end] for start, end in zip([0, *ends], [*ends, len(data)])
+        )
         return {
             "id": row_id,
-            "req_path": meta["req_path"],
-            "req_headers": meta["req_headers"],
-            "req_body": base64.b64encode(data[stored.meta_len: body_at]).decode(),
-            "resp_status_code": meta["resp_status_code"],
-            "resp_headers": meta["resp_headers"],
-            "resp_body": base64.b64encode(data[body_at:]).decode(),
+            "req_path": stored.path,
+            "req_headers": _header_map(req_headers),
+            "req_body": base64.b64encode(req_body).decode(),
+            "resp_status_code": stored.status,
+            "resp_headers": _header_map(resp_headers),
+            "resp_body": base64.b64encode(resp_body).decode(),
         }
 
     def _settle(self) -> None:
@@ -123,57 +136,67 @@ class Captures:
         pending, self._pending = self._pending, []
         for row_id, recording, status, error in pending:
             stored = self._encode(recording, status, error)
-            if not self._fifo.add(row_id, stored, len(stored.blob) + ENTRY_COST):
+            if not self._fifo.add(row_id, stored, stored.cost):
                 log.warning("capture %d not kept: %d bytes compressed, more than captureBuffer (%d MB)",
                             row_id, len(stored.blob), self._fifo.budget // MB)
 
     def _encode(self, recording: Recording, status: int, error: str | None) -> Stored:
+        req_headers = header_block(recording.req_headers)
         req_body = b"".join(recording.req_body)
-        resp_body = b"".join(recording.parts)
         if recording.resp_headers is None:  # the service answered itself
-            resp_headers = {"Content-Type": "application/json"} if error else {}
+            resp_headers = b"Content-Type: application/json" if error else b""
             resp_body = orjson.dumps({"error": error}) if error else b""
         else:
-            resp_headers = shown_headers(recording.resp_headers, HOP_BY_HOP)  # the connection's, not the answer's
-            resp_body = _decoded(resp_headers, resp_body, recording.limit)
-        meta = orjson.dumps({
-            "req_path": recording.path, "req_headers": shown_headers(recording.req_headers),
-            "resp_status_code": status, "resp_headers": resp_headers,
-        })
-        return Stored(self._zstd.compress(meta + req_body + resp_body), len(meta), len(req_body))
+            resp_body = b"".join(recording.parts)
+            resp_headers, resp_body = _decoded(header_block(recording.resp_headers, HOP_BY_HOP), resp_body,
+                                               recording.limit)
+        data = b"".join((req_headers, req_body, resp_headers, resp_body))
+        compressed = len(data) >= COMPRESS_FROM
+        return Stored(recording.path, status, self._zstd.compress(data) if compressed else data, compressed,
+                      (len(req_headers), len(req_body), len(resp_headers)))
 
 
-def shown_headers(fields: RawFields, skip: frozenset[bytes] = frozenset()) -> dict[str, str]:
-    """One value per name (the first, as Go keeps them), those in ``skip`` left out, and
-    credentials — by name, or any value holding a configured API key — `[REDACTED]`."""
-    shown: dict[str, str] = {}
-    seen: set[bytes] = set()
+def header_block(fields: RawFields, skip: frozenset[bytes] = frozenset()) -> bytes:
+    """Fields as `Name: value` lines, those in ``skip`` left out, and credentials — by name,
+    or any value holding a configured API key — `[REDACTED]`."""
     pattern = SECRETS.pattern
-    for raw_name, raw_value in fields:
-        lower = raw_name.lower()
-        if lower in seen or lower in skip:
+    lines = []
+    for name, value in fields:
+        lower = name.lower()
+        if lower in skip:
             continue
-        seen.add(lower)
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        if is_sensitive_header(name) or (pattern is not None and pattern.search(value)):
-            value = REDACTED
-        shown[name] = value
+        if lower in _SENSITIVE or (pattern is not None and pattern.search(value.decode("latin-1"))):
+            value = _REDACTED
+        lines.append(name + b": " + value)
+    return b"\r\n".join(lines)
+
+
+def _header_map(block: bytes) -> dict[str, str]:
+    """One value per name, the first, as Go shows them."""
+    shown: dict[str, str] = {}
+    seen: set[str] = set()
+    for line in block.decode("latin-1").split("\r\n") if block else ():
+        name, _, value = line.partition(": ")
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            shown[name] = value
     return shown
 
 
-def _decoded(headers: dict[str, str], body: bytes, limit: int) -> bytes:
+def _decoded(headers: bytes, body: bytes, limit: int) -> tuple[bytes, bytes]:
     """A gzip or deflate answer decoded (at most ``limit`` bytes), its `Content-Encoding`
     dropped; as it was when it cannot be."""
-    for name, value in headers.items():
-        if name.lower() == "content-encoding" and value.strip().lower() in _DECODED:
-            decoder = zlib.decompressobj(47 if value.strip().lower() == "gzip" else 15)
+    lines = headers.split(b"\r\n")
+    for index, line in enumerate(lines):
+        name, _, value = line.partition(b": ")
+        coding = value.strip().lower()
+        if name.lower() == b"content-encoding" and coding in _DECODED:
+            decoder = zlib.decompressobj(47 if coding == b"gzip" else 15)
             try:
                 plain = decoder.decompress(body, limit)
             except zlib.error:
-                return body
+                break
             if decoder.unconsumed_tail:
-                return body
-            del headers[name]
-            return plain
-    return body
+                break
+            return b"\r\n".join(lines[:index] + lines[index + 1:]), plain
+    return headers, body
