@@ -6,6 +6,7 @@ directly. Keys are activity row ids; each item comes with the bytes it costs.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -17,7 +18,9 @@ class ByteBoundedFifo(Generic[T]):
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
-        self._items: dict[int, tuple[T, int]] = {}  # insertion order is age order
+        # Age order. Not a dict: popping a dict's oldest key leaves dead slots that every
+        # later `next(iter(...))` walks past (~15 µs per eviction at 5 MB of small items).
+        self._items: OrderedDict[int, tuple[T, int]] = OrderedDict()
 
     def add(self, key: int, item: T, cost: int) -> bool:
         """Keep ``item``, evicting the oldest items until it fits; False (nothing evicted)
@@ -53,5 +56,5 @@ class ByteBoundedFifo(Generic[T]):
     def _evict(self) -> None:
         items = self._items
         while self.size > self.budget:
-            _, cost = items.pop(next(iter(items)))
+            _, (_, cost) = items.popitem(last=False)
             self.size -= cost
