@@ -305,7 +305,7 @@ def test_theme_follows_the_system_until_chosen(start_service: StartService, page
 
 
 def test_a_capture_opens_from_the_activity_page(start_service: StartService, page: Page) -> None:
-    service = start_service(f"models:\n  chat:\n    cmd: {fake_cmd(name='chat', chunks=3)}\n")
+    service = start_service(f"captureBuffer: 1\nmodels:\n  chat:\n    cmd: {fake_cmd(name='chat', chunks=3)}\n")
     assert service.chat("chat", stream=True).status_code == 200
     page.goto(service.url + "/ui/#/activity", wait_until="domcontentloaded")
     row = page.locator("table.history tbody tr").first

@@ -18,6 +18,7 @@ from tests.integration.conftest import HI, RunningService, serving
 KEY = "sk-capture-test-0123456789"
 COOKIE = "session=s3cr3t"
 CONFIG = f"""
+    captureBuffer: 5
     models:
       chat:
         cmd: {fake_cmd(name="chat", chunks=6, set_cookie=COOKIE)}
@@ -166,7 +167,7 @@ def test_captures_are_off_with_a_zero_buffer(start_service) -> None:  # type: ig
 
 
 def test_the_endpoint_needs_the_key_and_configured_keys_are_redacted_anywhere(start_service) -> None:  # type: ignore[no-untyped-def]
-    service = start_service(f"apiKeys: [{KEY}]\nmodels:\n  chat:\n    cmd: {fake_cmd(name='chat')}\n")
+    service = start_service(f"apiKeys: [{KEY}]\ncaptureBuffer: 1\nmodels:\n  chat:\n    cmd: {fake_cmd(name='chat')}\n")
     auth = {"Authorization": f"Bearer {KEY}"}
     response = service.http.post("/v1/chat/completions", json={"model": "chat", "messages": HI},
                                  headers={**auth, "X-Forwarded-Key": f"key={KEY}"})
