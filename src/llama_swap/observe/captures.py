@@ -3,10 +3,11 @@
 A capture is taken where the answer passes: the request's `Tracked` holds a `Recording` and
 the relay's per-chunk call appends each chunk to it (one list append; nothing is copied,
 delayed or buffered for the client). Everything else happens after the answer ended and
-off the request's task (`loop.call_soon`): headers are flattened and redacted, a gzip or
-deflate answer decoded, and request and answer compressed together with zstd (what the Go
-llama-swap uses: ~14 µs and ~140× for a 50 KB stream here, 5× faster than zlib and smaller).
-The compressed size is what counts against the budget (`capturecache.ByteBoundedFifo`).
+off the request's task (`loop.call_soon`): headers become redacted `Name: value` lines, a
+gzip or deflate answer is decoded, and request and answer are compressed together with zstd
+(what the Go llama-swap uses: ~14 µs and ~140× for a 50 KB stream here, 5× faster than zlib
+and smaller) from `COMPRESS_FROM` bytes on. What is stored is what counts against the budget
+(`capturecache.ByteBoundedFifo`).
 
 The request is kept as the client sent it (before the model's filters), as Go keeps it. An
 answer the service gave itself (a 502, a 429…) is kept as the `{"error": …}` it sent.
