@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--reps", type=int, default=5, help="runs per side and connection count")
     parser.add_argument("--conns", type=int, action="append", help="connection counts (default: 1 and 64)")
+    parser.add_argument("--capture-buffer", type=int, default=None, metavar="MB",
+                        help="captureBuffer for both services (default: the config's default)")
     args = parser.parse_args(argv)
     sides = {"base": args.base.resolve(), "new": args.new.resolve()}
     for name, src in sides.items():
@@ -47,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         for (name, src), port in zip(sides.items(), procs.free_ports(len(sides))):
             model = service.fake_model("bench", port, other_cpus)
             env = {**os.environ, "PYTHONPATH": str(src)}
+            settings = {} if args.capture_buffer is None else {"captureBuffer": args.capture_buffer}
             running[name] = stack.enter_context(service.start(Path(tmp), [model], together=True, cpus=service_cpus,
-                                                              name=name, env=env))
+                                                              name=name, env=env, settings=settings))
             running[name].load("bench")
         body = chat_body("bench")
         urls = {name: f"{svc.url}/v1/chat/completions" for name, svc in running.items()}

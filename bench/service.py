@@ -78,11 +78,12 @@ def llama_argv(server: Path, gguf: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def write_config(path: Path, models: list[ModelSpec], *, together: bool, limit: int = 5000) -> None:
+def write_config(path: Path, models: list[ModelSpec], *, together: bool, limit: int = 5000,
+                 settings: dict[str, object] | None = None) -> None:
     """A llama-swap config (JSON is valid YAML): quiet logs, fixed ports, large admission limits.
 
     `together`: one non-swapping group, so every model can run at once; otherwise the
-    default (one model at a time: every model change is a swap).
+    default (one model at a time: every model change is a swap). `settings`: more global keys.
     """
     config: dict[str, object] = {
         "logLevel": "warn",
@@ -100,6 +101,7 @@ def write_config(path: Path, models: list[ModelSpec], *, together: bool, limit: 
         config["routing"] = {
             "router": {"settings": {"groups": {"bench": {"swap": False, "members": [m.id for m in models]}}}}
         }
+    config.update(settings or {})
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -112,11 +114,12 @@ def start(
     cpus: set[int] | None,
     name: str = "service",
     env: dict[str, str] | None = None,
+    settings: dict[str, object] | None = None,
 ) -> Iterator[Service]:
     """Run llama-swap on a free port with these models until the block ends; stops everything."""
     config = workdir / f"{name}.yaml"
     log = workdir / f"{name}.log"
-    write_config(config, models, together=together)
+    write_config(config, models, together=together, settings=settings)
     port = procs.free_port()
     popen = procs.spawn([str(LLAMA_SWAP), "-config", str(config), "-listen", f"127.0.0.1:{port}"], cpus=cpus, log=log,
                         env=env)

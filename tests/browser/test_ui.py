@@ -354,3 +354,25 @@ def test_selectors_and_peer_models_are_shown_on_the_models_page(start_service: S
     expect(peer).to_contain_text("box-b/llama-70b")
     expect(peer).to_contain_text("box-b/whisper")
     expect(model_row(page, "box-b/llama-70b")).to_have_count(0)  # not a local model: no Load button
+
+
+def test_a_capture_opens_from_the_activity_page(start_service: StartService, page: Page) -> None:
+    service = start_service(f"captureBuffer: 1\nmodels:\n  chat:\n    cmd: {fake_cmd(name='chat', chunks=3)}\n")
+    assert service.chat("chat", stream=True).status_code == 200
+    page.goto(service.url + "/ui/#/activity", wait_until="domcontentloaded")
+    row = page.locator("table.history tbody tr").first
+    row.get_by_role("button", name=re.compile(r"View capture \d+")).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator(".path")).to_have_text("/v1/chat/completions")
+    request = dialog.get_by_role("region", name="Request")
+    expect(request.locator("pre")).to_contain_text('"model": "chat"')  # JSON pretty-printed
+    response = dialog.get_by_role("region", name="Response")
+    expect(response.locator("h3")).to_contain_text("200")
+    events = response.locator("ol.capture-events > li")
+    expect(events.last).to_have_text("data: [DONE]")
+    expect(events.first).to_contain_text('"object": "chat.completion.chunk"')
+    response.get_by_text(re.compile(r"Headers \(\d+\)")).click()
+    expect(response.locator("table.capture-headers")).to_contain_text("text/event-stream")
+    screenshot(page, "capture")
+    dialog.get_by_role("button", name="Close").click()
+    expect(page.get_by_role("dialog")).to_have_count(0)

@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "is closed without an answer")
     p.add_argument("--done-linger", type=float, default=0.0, metavar="SECONDS",
                    help="a stream's body ends this long after its last event (`data: [DONE]` for chat)")
+    p.add_argument("--set-cookie", default=None, metavar="VALUE", help="every answer sets this cookie")
     p.add_argument("--echo-headers", action="store_true",
                    help="non-streamed JSON answers of inference POSTs carry `request_headers`: the "
                         "[name, value] pairs the request arrived with, repeated headers kept apart")
@@ -314,6 +315,8 @@ def build_app() -> Any:
     async def on_prepare(_request: web.Request, response: web.StreamResponse) -> None:
         response.headers["X-Upstream-Name"] = ARGS.name
         response.headers["X-Upstream-Pid"] = str(os.getpid())
+        if ARGS.set_cookie:
+            response.headers["Set-Cookie"] = ARGS.set_cookie
 
     # ---------------------------------------------------------------- control
 

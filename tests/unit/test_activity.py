@@ -12,6 +12,7 @@ import pytest
 from multidict import CIMultiDict
 
 from llama_swap.observe.activity import CANCELLED, ERROR_MESSAGE, Activity, Tracked
+from llama_swap.observe.captures import Captures
 from llama_swap.observe.events import ACTIVITY, INFLIGHT, EventBus
 from llama_swap.observe.logbuffer import Subscription
 from llama_swap.observe.metrics import Metrics
@@ -80,12 +81,12 @@ def rig() -> Rig:
     bus = EventBus()
     metrics = Metrics(["m", "other"])
     store = ActivityStore(None, 100)
-    return Rig(bus, metrics, store, Activity(bus, metrics, store, SESSION_HEADERS))
+    return Rig(bus, metrics, store, Activity(bus, metrics, store, SESSION_HEADERS, Captures(0)))
 
 
 def answer(tracked: Tracked, status: int, headers: dict[str, str], body: bytes, piece: int = 7) -> None:
     """Relay ``body`` in small pieces, so lines and JSON documents are split across chunks."""
-    tracked.respond(status, headers.get("Content-Type", ""), headers.get("Content-Encoding", "identity"))
+    tracked.respond(status, headers.get("Content-Type", ""), headers.get("Content-Encoding", "identity"), [])
     for start in range(0, len(body), piece):
         tracked.chunk(body[start:start + piece])
 
@@ -159,7 +160,7 @@ async def test_session_id_from_the_first_configured_header(
 
 
 async def test_no_session_headers_configured(rig: Rig) -> None:
-    activity = Activity(rig.bus, rig.metrics, rig.store, [])
+    activity = Activity(rig.bus, rig.metrics, rig.store, [], Captures(0))
     assert activity.begin("m", "GET", "/", CIMultiDict({"X-Session-Id": "s"}), None, label="other",
                           metered=False).session_id is None
 
@@ -192,7 +193,7 @@ async def test_chunks_are_counted(rig: Rig) -> None:
 
 async def test_first_byte_is_the_first_chunk(rig: Rig) -> None:
     tracked = rig.begin()
-    tracked.respond(200, SSE["Content-Type"], "identity")
+    tracked.respond(200, SSE["Content-Type"], "identity", [])
     assert tracked.first_byte is None  # headers are not the body
     tracked.chunk(b"data: {}\n\n")
     first = tracked.first_byte
@@ -240,7 +241,7 @@ async def test_metered_answer_becomes_a_row(
 
 async def test_request_without_body_has_no_first_byte(rig: Rig) -> None:
     tracked = rig.begin()
-    tracked.respond(204, "", "identity")
+    tracked.respond(204, "", "identity", [])
     rig.activity.finish(tracked, 204)
     row = rig.only_row()
     assert row.ttfb_ms is None and row.duration_ms >= 0
@@ -295,7 +296,7 @@ async def test_events_of_one_request(rig: Rig) -> None:
         "operation": "upsert", "request": {**tracked.to_json(), "bytes": len(LLAMA_STREAM) // 2},
     }
     assert all(kind == INFLIGHT and data["operation"] == "upsert" for kind, data in seen[2:-2])
-    assert seen[-2] == (ACTIVITY, rig.only_row().to_json())
+    assert seen[-2] == (ACTIVITY, {**rig.only_row().to_json(), "has_capture": False})
     assert seen[-1] == (INFLIGHT, {"operation": "remove", "id": tracked.id})
     assert seen[-2][1]["timestamp"].endswith("Z") and seen[-2][1]["prompt_tokens"] == 12
 

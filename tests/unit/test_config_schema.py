@@ -19,7 +19,7 @@ def test_global_defaults() -> None:
     assert cfg.log_to_stdout == "proxy"
     assert cfg.log_requests is False
     assert cfg.metrics_max_in_memory == 1000
-    assert cfg.capture_buffer == 5
+    assert cfg.capture_buffer == 0
     assert cfg.start_port == 5800
     assert cfg.send_loading_state is False
     assert cfg.include_aliases_in_list is False

@@ -78,6 +78,7 @@ EXPECTED_OPERATIONS = (
         ("GET", "/api/events"),
         ("GET", "/api/metrics/activity"),
         ("GET", "/api/metrics/stats"),
+        ("GET", "/api/captures/{id}"),
         ("GET", "/api/inflight"),
         ("POST", "/api/inflight/{id}/cancel"),
         ("GET", "/api/profiles"),

@@ -16,10 +16,12 @@ from typing import Any, Mapping
 
 import orjson
 
+from llama_swap.observe.captures import Captures, Recording
 from llama_swap.observe.events import ACTIVITY, INFLIGHT, EventBus
 from llama_swap.observe.metrics import Metrics, ModelSeries
 from llama_swap.observe.store import ActivityRow, ActivityStore
 from llama_swap.observe.usage import Usage, UsageMeter, meter_for
+from llama_swap.wire.headers import RawFields
 
 _NO_USAGE = Usage()
 PROGRESS_EVERY = 0.25  # seconds between `inflight` updates of one streaming request
@@ -34,7 +36,7 @@ class Tracked:
     __slots__ = (
         "id", "model", "method", "path", "series", "label", "metered", "session_id", "started", "t0",
         "task", "bytes", "first_byte", "status", "content_type", "meter", "cancelled", "error",
-        "_error_body", "_activity", "_published", "_headers", "_remote", "_client",
+        "_error_body", "_activity", "_published", "_headers", "_remote", "_client", "capture",
     )
 
     def __init__(
@@ -65,9 +67,13 @@ class Tracked:
         self.error: str | None = None
         self._error_body: bytearray | None = None
         self._published = 0.0
+        self.capture: Recording | None = None  # set by `Captures.watch` when captures are on
 
-    def respond(self, status: int, content_type: str, content_encoding: str) -> None:
-        """The upstream's answer begins; decides how its chunks are looked at."""
+    def respond(self, status: int, content_type: str, content_encoding: str, headers: RawFields) -> None:
+        """The upstream's answer begins (``headers`` as it sent them); decides how its chunks
+        are looked at."""
+        if self.capture is not None:
+            self.capture.resp_headers = headers
         self.status = status
         self.content_type = content_type
         if self.metered:
@@ -80,6 +86,12 @@ class Tracked:
         if self.first_byte is None:
             self.first_byte = time.perf_counter()
         self.bytes += len(data)
+        capture = self.capture
+        if capture is not None:
+            if self.bytes <= capture.limit:
+                capture.parts.append(data)
+            else:
+                self.capture = None  # too large to be kept: its memory goes now
         if self.meter is not None:
             self.meter.feed(data)
         elif self._error_body is not None and len(self._error_body) < ERROR_BODY:
@@ -129,8 +141,10 @@ class Tracked:
 class Activity:
     """The in-flight requests and the log of finished ones."""
 
-    def __init__(self, bus: EventBus, metrics: Metrics, store: ActivityStore, session_headers: list[str]) -> None:
+    def __init__(self, bus: EventBus, metrics: Metrics, store: ActivityStore, session_headers: list[str],
+                 captures: Captures) -> None:
         self.bus = bus
+        self.captures = captures
         self.metrics = metrics
         self.store = store
         self.session_headers = session_headers
@@ -192,8 +206,10 @@ class Activity:
     def _log(self, tracked: Tracked, status: int, usage: Usage | None, end: float) -> None:
         row = tracked.row(self.store.next_id(), status, usage, end)
         self.store.add(row)
+        if tracked.capture is not None:
+            self.captures.keep(row.id, tracked.capture, status, tracked.error)
         if self.bus.active:
-            self.bus.publish(ACTIVITY, row.to_json())
+            self.bus.publish(ACTIVITY, {**row.to_json(), "has_capture": tracked.capture is not None})
 
     def _session_id(self, headers: Mapping[str, str]) -> str | None:
         for name in self.session_headers:

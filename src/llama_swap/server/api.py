@@ -79,9 +79,25 @@ def _snapshot(service: Service) -> bytes:
 
 
 async def activity(request: web.Request) -> web.Response:
-    """A page of the activity log, filtered and sorted as asked."""
+    """A page of the activity log, filtered and sorted as asked; each row says whether it
+    has a capture (`has_capture`), as the Go version overlays it."""
     query = parse_activity_query(request.query)
-    return json_response(request.app[SERVICE].activity.store.query(query).to_json())
+    service = request.app[SERVICE]
+    page = service.activity.store.query(query).to_json()
+    for row in page["data"]:
+        row["has_capture"] = service.captures.has(row["id"])
+    return json_response(page)
+
+
+async def capture(request: web.Request) -> web.Response:
+    """`GET /api/captures/{id}`: the request and answer of activity row ``id``, if still kept."""
+    raw = request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit()):
+        raise HTTPError(400, "invalid capture ID")
+    found = request.app[SERVICE].captures.get(int(raw))
+    if found is None:
+        raise HTTPError(404, "capture not found")
+    return json_response(found)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -168,6 +184,7 @@ def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/events", events)
     app.router.add_get("/api/metrics/activity", activity)
     app.router.add_get("/api/metrics/stats", stats)
+    app.router.add_get("/api/captures/{id}", capture)
     app.router.add_get("/api/inflight", inflight)
     app.router.add_post("/api/inflight/{id}/cancel", cancel_inflight)
     app.router.add_get("/api/version", version)

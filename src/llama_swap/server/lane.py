@@ -162,6 +162,7 @@ class Lane:
             with Handling(service.activity, conn, call.model, method, path, request.headers,
                           path if inference else "other", inference and method == "POST",
                           request.connection) as handling:
+                service.captures.watch(handling.tracked, request)
                 if destination is not None and destination.peer is not None:
                     if websocket:
                         await serve_peer(service, destination.peer, call, request, conn, handling)

@@ -116,7 +116,7 @@ async def _continue(service: Service, lease: Lease, call: Call, request: Incomin
     except (NotSent, UpstreamClosed, TimeoutError) as exc:
         return _end_with_error(conn, tap, unavailable(call, request, exc).message, 502)
     try:
-        tap.respond(exchange.status, exchange.raw_content_type, exchange.content_encoding)
+        tap.respond(exchange.status, exchange.raw_content_type, exchange.content_encoding, exchange.raw_headers)
         if exchange.status >= 400:
             detail = b"".join([data async for data in exchange]).decode("utf-8", "replace")[:_ERROR_DETAIL]
             return _end_with_error(conn, tap, f"upstream '{call.model}' answered {exchange.status}: {detail}",

@@ -14,6 +14,7 @@ from llama_swap import __version__
 from llama_swap.config import Config, ModelConfig
 from llama_swap.errors import model_not_found
 from llama_swap.observe.activity import Activity
+from llama_swap.observe.captures import Captures
 from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, PROFILE_CHANGED, EventBus
 from llama_swap.observe.hardware import HardwareProbe
 from llama_swap.observe.logbuffer import LogBuffer, LogHub
@@ -54,8 +55,9 @@ class Service:
         self.events = EventBus()  # GET /api/events
         self._publish_logs("proxy", self.logs.proxy)
         self._publish_logs("upstream", self.logs.upstream)
+        self.captures = Captures(config.capture_buffer)  # GET /api/captures/{id}
         self.activity = Activity(
-            self.events, self.metrics, _open_store(config), config.ui.activity.session_id
+            self.events, self.metrics, _open_store(config), config.ui.activity.session_id, self.captures
         )
         self.session: aiohttp.ClientSession = make_session()  # health checks
         self.upstreams = UpstreamClient()  # every request to a model's server
@@ -115,6 +117,7 @@ class Service:
         self._reopen_store(new)
         self.activity.session_headers = new.ui.activity.session_id
         self.performance.configure(new.performance)
+        self.captures.resize(new.capture_buffer)
         self.router.reconfigure(
             fresh=fresh,
             changed=changed,

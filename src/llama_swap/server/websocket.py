@@ -23,7 +23,7 @@ from llama_swap.server.request import Handling
 from llama_swap.server.service import Service
 from llama_swap.wire.framing import head
 from llama_swap.wire.front import Connection, error_answer
-from llama_swap.wire.headers import REQUEST_DROP, request_head
+from llama_swap.wire.headers import REQUEST_DROP, RawFields, request_head
 from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.relay import Tap
 from llama_swap.wire.tunnel import SWITCHED_DROP, Tunnel, upgrade_fields
@@ -38,7 +38,7 @@ class _Unaccounted:
     cancelled = False
     error: str | None = None
 
-    def respond(self, status: int, content_type: str, content_encoding: str) -> None:
+    def respond(self, status: int, content_type: str, content_encoding: str, headers: RawFields) -> None:
         pass
 
     def chunk(self, data: bytes) -> None:
@@ -101,7 +101,7 @@ async def exchange(service: Service, upstream: Upstream, call: Call, request: In
         raise unavailable(call, request, exc) from exc
     if answer.status != SWITCHED:
         return await deliver(answer, conn, tap, request, call.model)
-    tap.respond(SWITCHED, "", "identity")
+    tap.respond(SWITCHED, "", "identity", answer.raw_headers)
     conn.write(head(SWITCHED, answer.reason, answer.raw_headers, drop=SWITCHED_DROP))
     tunnel = Tunnel(conn)
     tunnel.open(answer)

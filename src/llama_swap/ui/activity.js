@@ -1,8 +1,10 @@
 // Activity: the requests in flight (live from `inflight` events, elapsed time ticking
 // locally, cancellable) and the history of finished requests
-// (GET /api/metrics/activity, paged; new rows arrive through `activity` events).
+// (GET /api/metrics/activity, paged; new rows arrive through `activity` events), each
+// with its capture when one is kept (`capture.js`).
 
 import { ApiError, get, post } from "./api.js";
+import { showCapture } from "./capture.js";
 import { store } from "./store.js";
 import { DASH, fmtBytes, fmtInt, fmtMs, fmtRate, fmtTime, h, setChildren, toast } from "./util.js";
 
@@ -149,6 +151,7 @@ const COLUMNS = [
   ["Gen t/s", "num"],
   ["TTFB", "num"],
   ["Duration", "num"],
+  ["Capture", "num"],
 ];
 
 function statusBadge(code, error) {
@@ -174,6 +177,12 @@ function historyRow(r, fresh) {
     cell("num", fmtRate(r.generation_per_second)),
     cell("num", fmtMs(r.ttfb_ms)),
     cell("num", fmtMs(r.duration_ms)),
+    h(
+      "td.actions",
+      r.has_capture
+        ? h("button.small", { type: "button", "aria-label": `View capture ${r.id}`, onclick: () => showCapture(r.id) }, "View")
+        : h("span.faint", DASH),
+    ),
   );
 }
 

@@ -21,6 +21,7 @@ from typing import Protocol
 import orjson
 
 from llama_swap.wire.framing import END_CHUNKS, chunk, head
+from llama_swap.wire.headers import RawFields
 from llama_swap.wire.incoming import Incoming
 from llama_swap.wire.upstream import Exchange, UpstreamClosed
 
@@ -41,8 +42,8 @@ class Tap(Protocol):
     cancelled: bool  # set when an operator cancels the request; its task is then cancelled
     error: str | None  # why it failed, if it did (an operator's cancel sets it)
 
-    def respond(self, status: int, content_type: str, content_encoding: str) -> None:
-        """The answer's status and its `Content-Type` and `Content-Encoding` as sent."""
+    def respond(self, status: int, content_type: str, content_encoding: str, headers: RawFields) -> None:
+        """The answer's status, its `Content-Type` and `Content-Encoding` as sent, and its fields."""
 
     def chunk(self, data: bytes) -> None: ...
 
@@ -82,7 +83,7 @@ def answer_now(exchange: Exchange, client: Client, tap: Tap, request: Incoming) 
     if not bodiless and not (exchange.complete and exchange.content_type != SSE
                              and (exchange.content_length or 0) <= WHOLE_BODY):
         return None
-    tap.respond(status, exchange.raw_content_type, exchange.content_encoding)
+    tap.respond(status, exchange.raw_content_type, exchange.content_encoding, exchange.raw_headers)
     answer = head(status, exchange.reason, exchange.raw_headers, drop=exchange.drop, connection=request.connection)
     if not bodiless:
         whole = exchange.take()
@@ -105,7 +106,7 @@ async def relay(exchange: Exchange, client: Client, tap: Tap, request: Incoming,
     if status is not None:
         return status
     status = exchange.status
-    tap.respond(status, exchange.raw_content_type, exchange.content_encoding)
+    tap.respond(status, exchange.raw_content_type, exchange.content_encoding, exchange.raw_headers)
     length = exchange.content_length
     sse = exchange.content_type == SSE
     if length is not None and length <= WHOLE_BODY and not sse:
