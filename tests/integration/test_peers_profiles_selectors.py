@@ -133,6 +133,8 @@ def test_a_pin_selector_sends_to_its_first_target_with_the_targets_name(start_se
     reply = service.openai().chat.completions.create(model="first", messages=HI)
     assert reply.choices[0].message.content == "hello from a"
     assert reply.model == "a"  # the body names the target, as llama-swap rewrites it
+    (row,) = service.http.get("/api/metrics/activity").json()["data"]
+    assert (row["model"], row["metadata"]) == ("a", {"selector": "first"})  # the row says which selector chose
 
 
 def test_a_warm_selector_prefers_a_running_target(start_service) -> None:

@@ -409,3 +409,29 @@ def test_page_to_json_rounds_pages_up() -> None:
     assert ActivityPage([row], page=2, limit=10, total=21).to_json() == {
         "data": [row.to_json()], "page": 2, "limit": 10, "total": 21, "total_pages": 3,
     }
+
+
+def test_a_row_chosen_by_a_selector_carries_it_as_metadata(store: ActivityStore) -> None:
+    row = make_row(store.next_id(), selector="fast")
+    store.add(row)
+    (stored,) = store.query(ActivityQuery()).rows
+    assert stored.selector == "fast"
+    assert stored.to_json()["metadata"] == {"selector": "fast"}
+    assert "metadata" not in make_row(1).to_json()
+
+
+async def test_a_file_from_before_the_selector_column_gets_it(tmp_path: Path) -> None:
+    path = tmp_path / "activity.db"
+    old = sqlite3.connect(path)
+    columns = ", ".join(f"{name}{' INTEGER PRIMARY KEY' if name == 'id' else ''}" for name in FIELDS)
+    old.execute(f"CREATE TABLE activity ({columns})")
+    old.execute(f"INSERT INTO activity VALUES ({', '.join('?' * len(FIELDS))})", make_row(1)[:len(FIELDS)])
+    old.commit()
+    old.close()
+    reopened = ActivityStore(str(path), 100)
+    try:
+        reopened.add(make_row(reopened.next_id(), selector="s"))
+        rows = reopened.query(ActivityQuery(descending=False)).rows
+        assert [(row.id, row.selector) for row in rows] == [(1, None), (2, "s")]
+    finally:
+        reopened.close()

@@ -36,7 +36,7 @@ class Tracked:
     __slots__ = (
         "id", "model", "method", "path", "series", "label", "metered", "session_id", "started", "t0",
         "task", "bytes", "first_byte", "status", "content_type", "meter", "cancelled", "error",
-        "_error_body", "_activity", "_published", "_headers", "_remote", "_client", "capture",
+        "_error_body", "_activity", "_published", "_headers", "_remote", "_client", "capture", "selector",
     )
 
     def __init__(
@@ -68,6 +68,7 @@ class Tracked:
         self._error_body: bytearray | None = None
         self._published = 0.0
         self.capture: Recording | None = None  # set by `Captures.watch` when captures are on
+        self.selector: str | None = None  # set by the lane when a selector chose the model
 
     def respond(self, status: int, content_type: str, content_encoding: str, headers: RawFields) -> None:
         """The upstream's answer begins (``headers`` as it sent them); decides how its chunks
@@ -116,7 +117,7 @@ class Tracked:
             usage.prompt_tokens, usage.generated_tokens, usage.cached_tokens, usage.draft_tokens,
             usage.accepted_tokens, usage.prompt_per_second, usage.generation_per_second,
             None if self.first_byte is None else round((self.first_byte - self.t0) * 1000, 3),
-            round((end - self.t0) * 1000, 3), self.error_message(),
+            round((end - self.t0) * 1000, 3), self.error_message(), self.selector,
         )
 
     def usage(self) -> Usage | None:

@@ -45,10 +45,14 @@ class ActivityRow(NamedTuple):
     ttfb_ms: float | None
     duration_ms: float
     error_msg: str | None
+    selector: str | None = None  # the selector that chose the model, if one did
 
     def to_json(self) -> dict[str, Any]:
         record = self._asdict()
         record["timestamp"] = rfc3339(self.timestamp)
+        selector = record.pop("selector")
+        if selector is not None:
+            record["metadata"] = {"selector": selector}  # as llama-swap's rows carry it
         return record
 
 
@@ -121,6 +125,7 @@ class ActivityStore:
             for name, kind in typing.get_type_hints(ActivityRow).items()
         )
         self._db.execute(f"CREATE TABLE IF NOT EXISTS activity ({columns})")
+        self._add_missing_columns()
         if path:  # a file grows without bound; a thousand rows in memory are scanned faster than indexed
             self._db.execute("CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id)")
             self._db.execute("CREATE INDEX IF NOT EXISTS activity_time ON activity (timestamp)")
@@ -128,6 +133,13 @@ class ActivityStore:
         self.last_id: int = last
         self._pending: list[ActivityRow] = []
         self._flush_timer: asyncio.TimerHandle | None = None
+
+    def _add_missing_columns(self) -> None:
+        """A file written by an earlier version lacks the columns added since: add them (empty)."""
+        present = {name for _, name, *_ in self._db.execute("PRAGMA table_info(activity)")}
+        for name, kind in typing.get_type_hints(ActivityRow).items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE activity ADD COLUMN {name} {_column_type(kind)}")
 
     def next_id(self) -> int:
         self.last_id += 1

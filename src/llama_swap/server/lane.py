@@ -163,6 +163,8 @@ class Lane:
                           path if inference else "other", inference and method == "POST",
                           request.connection) as handling:
                 service.captures.watch(handling.tracked, request)
+                if destination is not None and destination.selector is not None:
+                    handling.tracked.selector = destination.selector
                 if destination is not None and destination.peer is not None:
                     if websocket:
                         await serve_peer(service, destination.peer, call, request, conn, handling)
