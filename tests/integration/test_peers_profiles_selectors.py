@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.fakes import fake_argv, fake_cmd, free_port, wait_http
-from tests.integration.conftest import HI, wait_until
+from tests.integration.conftest import HI, service_command, wait_until
 
 
 @pytest.fixture
@@ -303,3 +303,39 @@ def test_a_websocket_reaches_a_peer_with_the_peers_key(start_service, remote: in
             seen = {name.lower(): value for name, value in json.loads(ws.recv(timeout=10)).items()}
             assert seen["authorization"] == "Bearer peer-secret" and seen["x-api-key"] == "peer-secret"
     assert service.http.get("/running").json() == {"running": []}
+
+
+# ----------------------------------------------------------------------------- bad input
+
+LOCAL = f"models:\n  a:\n    cmd: {fake_cmd(name='a')}\n"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("selectors:\n  s: {strategy: fastest, targets: [a]}\n",
+     "selectors.s.strategy: must be one of 'warm', 'pin' or 'spillover'"),
+    ("selectors:\n  s: {strategy: pin, targets: [t]}\n  t: {strategy: pin, targets: [a]}\n",
+     'selectors.s.targets[0]: "t" is a selector; a selector cannot target another selector'),
+    ("peers:\n  p: {models: [x]}\n", "peers.p.proxy: is required"),
+    ("profiles:\n  loop: {pins: {x: y, y: x}}\n", 'profiles.loop.pins.x: unknown model "y"'),
+    ("profiles:\n  p: {pins: {x: nowhere}}\n", 'profiles.p.pins.x: unknown model "nowhere"'),
+])
+def test_a_bad_config_is_refused_at_start_naming_the_key(tmp_path, extra: str, message: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(LOCAL + extra)
+    result = subprocess.run(service_command(config, f"127.0.0.1:{free_port()}"), capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_websocket_to_an_upstream_without_websockets_gets_its_answer(start_service, remote: int) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    service = start_service(with_peer(remote))
+    with pytest.raises(InvalidStatus) as refused:  # no websocket there: the server answers as to a plain GET
+        connect(service.url.replace("http://", "ws://") + "/upstream/far/remote-a/v1/models", open_timeout=10)
+    answer = refused.value.response
+    assert answer.status_code == 200 and b'"upstream":"remote"' in answer.body  # relayed as it was, not a 101
+    assert service.chat("far/remote-a").status_code == 200  # and nothing else is affected

@@ -9,7 +9,7 @@ from typing import Callable, Literal, NamedTuple
 
 from llama_swap.config.fields import KeyPath, PathError
 from llama_swap.config.model import ModelConfig
-from llama_swap.config.sections import PeerConfig, SelectorConfig
+from llama_swap.config.sections import PeerConfig, ProfileConfig, SelectorConfig
 
 Kind = Literal["model", "alias", "peer model", "selector"]
 
@@ -90,17 +90,37 @@ def claim_selectors(names: Namespace, selectors: dict[str, SelectorConfig]) -> N
                 names.problems.append(PathError(("selectors", selector_id, "targets", index), problem))
 
 
+def check_pins(names: Namespace, profiles: dict[str, ProfileConfig]) -> None:
+    """Every pin leads to a name requests may use — a model, alias, peer model or selector —
+    or is `""` (the name is disabled). Pins are applied once, so a pin to another pin's
+    name (`x: y, y: x`) is an unknown target, not a loop."""
+    for profile_id, profile in profiles.items():
+        for pinned, target in profile.pins.items():
+            problem = _unknown(names, target) if target else None
+            if problem:
+                names.problems.append(PathError(("profiles", profile_id, "pins", pinned), problem))
+
+
+def _unknown(names: Namespace, target: str) -> str | None:
+    """Why ``target`` leads nowhere (None when it is a name, or one peer's bare model)."""
+    if target in names.owners:
+        return None
+    peers = names.bare_peer_models.get(target, [])
+    if not peers:
+        return f'unknown model "{target}"'
+    if len(peers) > 1:
+        choices = " or ".join(f"{peer}/{target}" for peer in peers)
+        return f'"{target}" is served by several peers; use {choices}'
+    return None
+
+
 def _target_problem(names: Namespace, selector: SelectorConfig, target: str) -> str | None:
     owner = names.owners.get(target)
     if owner is not None and owner.kind == "selector":
         return f'"{target}" is a selector; a selector cannot target another selector'
-    if owner is None:
-        peers = names.bare_peer_models.get(target, [])
-        if not peers:
-            return f'unknown model "{target}"'
-        if len(peers) > 1:
-            choices = " or ".join(f"{peer}/{target}" for peer in peers)
-            return f'"{target}" is served by several peers; use {choices}'
+    unknown = _unknown(names, target)
+    if unknown:
+        return unknown
     local = owner is not None and owner.kind in ("model", "alias")
     if selector.strategy == "warm" and not local:
         return f'strategy warm needs local models; "{target}" is a peer model'

@@ -23,6 +23,7 @@ from llama_swap.config.fields import (
 from llama_swap.config.model import ModelConfig
 from llama_swap.config.names import (
     Namespace,
+    check_pins,
     claim_aliases,
     claim_peer_models,
     claim_selectors,
@@ -172,6 +173,7 @@ class Config(Section):
         self._aliases = claim_aliases(names, self.models)
         claim_peer_models(names, self.peers)
         claim_selectors(names, self.selectors)
+        check_pins(names, self.profiles)
         if names.problems:
             raise PathErrors(names.problems)
         try:
