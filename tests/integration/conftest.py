@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -131,6 +132,15 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
             return stack.enter_context(serving(config_path, tmp_path / f"service{n}.log"))
 
         yield start
+
+
+@pytest.fixture
+def squatter() -> Iterator[socket.socket]:
+    """Another program's server: a socket listening on a free loopback port, never accepting."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock
 
 
 @contextlib.contextmanager

@@ -319,10 +319,7 @@ def test_watch_config_picks_up_a_saved_change(start_watching) -> None:
     assert answer(service.chat("later")) == ("hello from m", pid)
 
 
-def test_a_model_moved_off_a_taken_port_keeps_running_across_a_reload(start_service) -> None:
-    squatter = socket.socket()
-    squatter.bind(("127.0.0.1", 0))
-    squatter.listen()
+def test_a_model_moved_off_a_taken_port_keeps_running_across_a_reload(start_service, squatter: socket.socket) -> None:
     port = squatter.getsockname()[1]
     models = f"""
         startPort: {port}
@@ -330,17 +327,14 @@ def test_a_model_moved_off_a_taken_port_keeps_running_across_a_reload(start_serv
           m:
             cmd: {fake_cmd(name="m")}
         """
-    try:
-        service = start_service(models)
-        _, pid = answer(service.chat("m"))
-        assert f"port {port} is in use by another program" in service.log()
-        line = reload(service, models + f"""
+    service = start_service(models)
+    _, pid = answer(service.chat("m"))
+    assert f"port {port} is in use by another program" in service.log()
+    line = reload(service, models + f"""
           n:
             cmd: {fake_cmd(name="n")}
         """)
-        # m keeps the port it moved to, so its settings are unchanged: same process
-        assert "added ['n']" in line and "changed none" in line and "1 unchanged" in line
-        assert answer(service.chat("m")) == ("hello from m", pid)
-        assert answer(service.chat("n"))[0] == "hello from n"
-    finally:
-        squatter.close()
+    # m keeps the port it moved to, so its settings are unchanged: same process
+    assert "added ['n']" in line and "changed none" in line and "1 unchanged" in line
+    assert answer(service.chat("m")) == ("hello from m", pid)
+    assert answer(service.chat("n"))[0] == "hello from n"

@@ -214,36 +214,30 @@ def _moved(service: RunningService, model: str, port: int) -> int:
     return int(found.group(1))
 
 
-def test_a_port_taken_by_another_program_moves_the_model_to_a_free_one(start_service) -> None:
-    squatter = socket.socket()
-    squatter.bind(("127.0.0.1", 0))
-    squatter.listen()
+def test_a_port_taken_by_another_program_moves_the_model_to_a_free_one(start_service, squatter: socket.socket) -> None:
     port = squatter.getsockname()[1]
-    try:
-        service = start_service(
-            f"""
-            startPort: {port}
-            models:
-              m:
-                cmd: {fake_cmd(name="m")}
-              n:
-                cmd: {fake_cmd(name="n")}
-            """
-        )
-        client = service.openai()
-        reply = client.chat.completions.create(model="m", messages=HI)
-        assert reply.choices[0].message.content == "hello from m"
-        moved = _moved(service, "m", port)
-        assert moved not in (port, port + 1)  # never onto the port n was given
-        with socket.create_connection(("127.0.0.1", moved), timeout=5):
-            pass  # m's server listens there
-        assert client.chat.completions.create(model="n", messages=HI).choices[0].message.content == "hello from n"
-        # the stranger on the first port never saw a request: nothing was accepted from it
-        squatter.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            squatter.accept()
-    finally:
-        squatter.close()
+    service = start_service(
+        f"""
+        startPort: {port}
+        models:
+          m:
+            cmd: {fake_cmd(name="m")}
+          n:
+            cmd: {fake_cmd(name="n")}
+        """
+    )
+    client = service.openai()
+    reply = client.chat.completions.create(model="m", messages=HI)
+    assert reply.choices[0].message.content == "hello from m"
+    moved = _moved(service, "m", port)
+    assert moved not in (port, port + 1)  # never onto the port n was given
+    with socket.create_connection(("127.0.0.1", moved), timeout=5):
+        pass  # m's server listens there
+    assert client.chat.completions.create(model="n", messages=HI).choices[0].message.content == "hello from n"
+    # the stranger on the first port never saw a request: nothing was accepted from it
+    squatter.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        squatter.accept()
 
 
 def test_a_port_held_by_an_outgoing_connection_is_not_listened_on(start_service) -> None:
@@ -271,27 +265,21 @@ def test_a_port_held_by_an_outgoing_connection_is_not_listened_on(start_service)
         listener.close()
 
 
-def test_a_port_written_in_cmd_is_not_moved(start_service) -> None:
-    squatter = socket.socket()
-    squatter.bind(("127.0.0.1", 0))
-    squatter.listen()
+def test_a_port_written_in_cmd_is_not_moved(start_service, squatter: socket.socket) -> None:
     port = squatter.getsockname()[1]
-    try:
-        service = start_service(
-            f"""
-            healthCheckTimeout: 5
-            models:
-              m:
-                cmd: {fake_cmd(name="m", port=port)}
-                proxy: http://127.0.0.1:{port}
-            """
-        )
-        response = service.chat("m")
-        assert response.status_code == 503
-        assert "address already in use" in response.json()["error"].lower(), response.text
-        assert "starting on port" not in service.log()
-    finally:
-        squatter.close()
+    service = start_service(
+        f"""
+        healthCheckTimeout: 5
+        models:
+          m:
+            cmd: {fake_cmd(name="m", port=port)}
+            proxy: http://127.0.0.1:{port}
+        """
+    )
+    response = service.chat("m")
+    assert response.status_code == 503
+    assert "address already in use" in response.json()["error"].lower(), response.text
+    assert "starting on port" not in service.log()
 
 
 def test_cors_preflight_is_answered_without_starting_a_model(two: RunningService) -> None:
