@@ -94,6 +94,7 @@ class Config(Section):
     log_to_stdout: Literal["proxy", "upstream", "both", "none"] = "proxy"
     log_requests: bool = False
     metrics_max_in_memory: int = 1000
+    error_format: Literal["simple", "openai"] = "simple"  # this service's key: the shape of its own errors
     capture_buffer: int = Field(default=0, ge=0)  # Go: 5; off here, see docs/performance.md (captures)
     start_port: int = Field(default=5800, ge=1)
     send_loading_state: bool = False

@@ -22,9 +22,9 @@ import logging
 import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import orjson
 import zstandard
 
+from llama_swap.errors import error_body
 from llama_swap.observe.capturecache import ByteBoundedFifo
 from llama_swap.redact import REDACTED, SECRETS, SENSITIVE_HEADERS
 from llama_swap.wire.headers import HOP_BY_HOP, RawFields
@@ -146,7 +146,7 @@ class Captures:
         req_body = b"".join(recording.req_body)
         if recording.resp_headers is None:  # the service answered itself
             resp_headers = b"Content-Type: application/json" if error else b""
-            resp_body = orjson.dumps({"error": error}) if error else b""
+            resp_body = error_body(error, status) if error else b""
         else:
             resp_body = b"".join(recording.parts)
             resp_headers, resp_body = _decoded(header_block(recording.resp_headers, HOP_BY_HOP), resp_body,

@@ -15,4 +15,4 @@ def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | 
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=error_body(message), status=status, headers=headers, content_type="application/json")
+    return web.Response(body=error_body(message, status), status=status, headers=headers, content_type="application/json")

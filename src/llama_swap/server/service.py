@@ -12,7 +12,7 @@ from aiohttp import web
 
 from llama_swap import __version__
 from llama_swap.config import Config, ModelConfig
-from llama_swap.errors import model_not_found
+from llama_swap.errors import model_not_found, use_error_format
 from llama_swap.observe.activity import Activity
 from llama_swap.observe.captures import Captures
 from llama_swap.observe.events import LOG_DATA, MODEL_STATUS, PROFILE_CHANGED, EventBus
@@ -48,6 +48,7 @@ class Service:
 
     def __init__(self, config: Config, *, use_reaper: bool = True) -> None:
         self.config = config
+        use_error_format(config.error_format)
         self.created = int(time.time())
         self.metrics = Metrics(sorted(config.models))
         self.logs = LogHub(config.log_to_stdout)  # GET /logs, /logs/stream/...
@@ -94,6 +95,7 @@ class Service:
         in-flight requests are done; added ones are usable immediately.
         """
         old, self.config = self.config, new
+        use_error_format(new.error_format)
         was_active, self.names = self.names.active, Names(new)  # no profile is active after a reload (as in Go)
         if was_active is not None and self.events.active:
             self.events.publish(PROFILE_CHANGED, {"active": None})

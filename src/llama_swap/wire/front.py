@@ -94,7 +94,7 @@ class _Ends(Exception):
 def error_answer(status: int, message: str, headers: Mapping[str, str] | None = None, *,
                  connection: bytes | None) -> bytes:
     """A whole answer carrying the service's own error."""
-    return json_answer(status, error_body(message), headers, connection=connection)
+    return json_answer(status, error_body(message, status), headers, connection=connection)
 
 
 def too_large(size: int | None, limit: int) -> Refused:

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import orjson
 
+from llama_swap.errors import stream_error
 from llama_swap.wire.framing import END_CHUNKS, chunk, head
 from llama_swap.wire.headers import RawFields
 from llama_swap.wire.incoming import Incoming
@@ -70,8 +71,7 @@ def broke_off_message(model: str) -> str:
 
 def sse_error(message: str, code: int) -> bytes:
     """An SSE event carrying an error, which the `openai` client raises as `APIError`."""
-    payload = {"error": {"message": message, "type": "server_error", "code": code}}
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"data: " + orjson.dumps(stream_error(message, code)) + b"\n\n"
 
 
 def answer_now(exchange: Exchange, client: Client, tap: Tap, request: Incoming) -> int | None:
