@@ -7,6 +7,11 @@ it) puts into its exceptions. Upstream errors pass through untouched either way.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -75,3 +80,34 @@ def test_a_reload_switches_the_shape(start_service) -> None:
     assert service.chat("nope").json()["src"] == "llama-swap"
     reload(service, MODELS)
     assert service.chat("nope").json() == {"error": "model 'nope' not found in config"}
+
+
+@pytest.fixture(scope="module")
+def openai2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """openai-python 2.x, installed apart from the suite's own 3.x (from PyPI, as users get it)."""
+    target = tmp_path_factory.mktemp("openai2")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target), "openai>=2,<3"],
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"could not install openai 2.x:\n{result.stderr[-3000:]}", pytrace=False)
+    return target
+
+
+CLIENT = """
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0)
+try:
+    client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+except openai.NotFoundError as exc:
+    print(openai.__version__, exc)
+"""
+
+
+@pytest.mark.parametrize("shape", ["simple", "openai"])
+def test_openai_2x_shows_the_reason_in_either_shape(start_service, openai2: Path, shape: str) -> None:
+    service = start_service(f"    errorFormat: {shape}\n" + MODELS)
+    result = subprocess.run([sys.executable, "-c", CLIENT, f"{service.url}/v1"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(openai2)})
+    version, _, shown = result.stdout.partition(" ")
+    assert version.startswith("2."), result.stdout + result.stderr
+    assert "model 'nope' not found in config" in shown  # 2.x prints the whole body, whatever its shape
