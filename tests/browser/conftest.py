@@ -3,7 +3,7 @@
 The service runs as a subprocess on loopback with fake upstreams (the integration tests'
 `start_service` fixture, reused); the browser talks to 127.0.0.1 only. The browser is
 Debian's /usr/bin/chromium — Playwright's own browser download is never used — and a
-missing Chromium fails these tests: it belongs to the test environment (see .ci/run).
+missing Chromium fails these tests: it belongs to the test environment (scripts/test installs it).
 """
 
 from __future__ import annotations

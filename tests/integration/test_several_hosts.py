@@ -1,8 +1,9 @@
 """Several hosts as one (docs/deploy.md): three instances on 127.0.0.2, .3 and .4, each
 with its own models and the other two as `peers`, behind HAProxy health-checking `/health`.
 
-HAProxy comes from Debian's packages (`.ci/run` installs it, as it does chromium); a machine
-without it fails this test with the command that installs it, never skips it.
+HAProxy comes from Debian's packages (`scripts/test` installs it when missing, as it does
+Chromium); a machine without it fails this test with the command that installs it, never
+skips it.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Cluster:
     def start_balancer(self) -> None:
         if not Path(HAPROXY).exists():
             pytest.fail("HAProxy is not installed: apt-get install -y --no-install-recommends haproxy "
-                        "(.ci/run does it)", pytrace=False)
+                        "(scripts/test does it)", pytrace=False)
         config = self.tmp / "haproxy.cfg"
         config.write_text(haproxy_config(self.balancer_port, self.ports))
         self.balancer = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
