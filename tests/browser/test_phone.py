@@ -106,8 +106,8 @@ def test_every_page_fits_a_phone(start_service: StartService, page: Page, screen
     row.get_by_role("button", name=re.compile(r"View capture \d+")).click()
     dialog = page.get_by_role("dialog")
     expect(dialog.locator("ol.capture-events > li").last).to_have_text("data: [DONE]")
-    width_now, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
-    assert width_now <= inner
+    page_width, inner = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+    assert page_width <= inner, f"capture dialog: the page is {page_width} px wide on a {inner} px screen"
     dialog.get_by_role("button", name="Close").click()
 
     # Playground, with an exchange in it.
@@ -160,7 +160,9 @@ def test_stop_before_and_after_the_first_token(start_service: StartService, page
     assert_fits(page, "playground after Stop")
 
 
-@pytest.mark.parametrize(("system", "shown", "other"), [("light", LIGHT_BG, DARK_BG), ("dark", DARK_BG, LIGHT_BG)])
+@pytest.mark.parametrize(
+    ("system", "shown", "other"), [("light", LIGHT_BG, DARK_BG), ("dark", DARK_BG, LIGHT_BG)], ids=["light-system", "dark-system"]
+)
 def test_the_first_click_on_the_theme_button_shows_the_other_theme(
     start_service: StartService, page: Page, system: str, shown: str, other: str
 ) -> None:
