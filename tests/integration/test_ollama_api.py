@@ -10,6 +10,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import httpx
 import ollama
 import pytest
 
@@ -112,6 +113,7 @@ def test_chat_whole_and_streamed(service: RunningService) -> None:
 
     assert [entry["path"] for entry in received(service, "alpha")] == ["/v1/chat/completions"] * 2
     assert received(service, "alpha")[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert "accept-encoding" not in {name.lower() for name in received(service, "alpha")[-1]["headers"]}
 
 
 def test_chat_without_stream_field_streams_ndjson(service: RunningService) -> None:
@@ -264,3 +266,20 @@ def test_errors_reach_the_client(start_service: Callable[[str], RunningService])
     assert seen == ["tok0 ", "tok1 "]
     assert caught.value.error == "upstream 'dies' stopped in the middle of the response"
     assert activity(service)[-1]["resp_status_code"] == 502
+
+
+def test_a_peer_model_through_ollama(start_service: Callable[[str], RunningService], remote: int) -> None:
+    service = start_service(config(local="") + f"peers:\n  far:\n    proxy: http://127.0.0.1:{remote}\n"
+                                                "    models: [remote-a]\n")
+    ollama_client = client(service)
+    parts = list(ollama_client.chat(model="far/remote-a", messages=HI, stream=True))
+    assert "".join(part.message.content or "" for part in parts) == "tok0 tok1 tok2 tok3 tok4 "
+    assert parts[-1].done and parts[-1].eval_count == 5
+    sent = httpx.get(f"http://127.0.0.1:{remote}/received").json()["received"][-1]
+    assert (sent["path"], sent["body"]["model"]) == ("/v1/chat/completions", "remote-a")
+    assert "far/remote-a" in [model.model for model in ollama_client.list().models]
+    assert service.http.get("/running").json() == {"running": []}
+    with pytest.raises(ollama.ResponseError) as caught:
+        ollama_client.generate(model="far/remote-a")  # load only: a peer loads its models itself
+    assert (caught.value.status_code, caught.value.error) == (
+        400, "model 'far/remote-a' is served by peer 'far': it is not loaded or unloaded here")

@@ -90,6 +90,9 @@ def test_think_switches_the_template_and_sets_the_effort() -> None:
     body = asked("/api/chat", model="m", messages=HI, think="high").body
     assert body is not None and (body["chat_template_kwargs"], body["reasoning_effort"]) == (
         {"enable_thinking": True}, "high")
+    for bad in (b'{}', b'"max"', b'1'):
+        assert refused("/api/chat", b'{"model":"m","messages":[{"role":"user"}],"think":' + bad + b'}').startswith(
+            "invalid think " + bad.decode())
 
 
 def test_images_become_data_url_parts_with_their_type() -> None:

@@ -224,7 +224,7 @@ def _think(body: dict[str, Any], value: Any) -> None:
         return
     if isinstance(value, bool):
         body["chat_template_kwargs"] = {"enable_thinking": value}
-    elif value in _THINK_LEVELS:
+    elif isinstance(value, str) and value in _THINK_LEVELS:
         body["chat_template_kwargs"] = {"enable_thinking": True}
         body["reasoning_effort"] = value
     else:
