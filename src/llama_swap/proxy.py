@@ -20,7 +20,7 @@ from llama_swap.routing.router import Router
 from llama_swap.wire.front import Connection
 from llama_swap.wire.headers import REQUEST_DROP, request_head
 from llama_swap.wire.incoming import Incoming
-from llama_swap.wire.relay import BrokeOff, Tap, answer_now, relay
+from llama_swap.wire.relay import BrokeOff, Tap, Translation, Untranslatable, answer_now, relay
 from llama_swap.wire.upstream import Exchange, NotSent, Upstream, UpstreamClient, UpstreamClosed
 
 log = logging.getLogger("llama_swap.proxy")
@@ -41,18 +41,24 @@ class Call(NamedTuple):
     counted: bool  # counts toward the model's concurrency limit
     strip: frozenset[bytes]  # fields not sent on (those that carried llama-swap's own key)
     destination: Destination | None = None  # how a profile pin, a selector or a peer resolved it; None: plainly local
+    keep_alive: float | None = None  # seconds its model stays loaded once idle, for this run (Ollama's keep_alive)
 
 
 async def forward(router: Router, client: UpstreamClient, call: Call, request: Incoming, conn: Connection,
-                  tap: Tap) -> int:
-    """Proxy ``call`` and relay the answer; the status to account for it (raises `HTTPError`
-    or `RouteError` when no answer could begin)."""
+                  tap: Tap, translation: Translation | None = None) -> int:
+    """Proxy ``call`` and relay the answer (through ``translation`` for a client of another
+    API); the status to account for it (raises `HTTPError` or `RouteError` when no answer
+    could begin)."""
     replayed = False
     while True:
         ticket = router.admit(call.model, counted=call.counted)
         lease = router.granted(ticket) or await router.wait(ticket)  # at once when ready (the common case)
         try:
             process = lease.process
+            if call.keep_alive is not None:
+                router.keep_alive(lease, call.keep_alive)
+            if translation is not None:
+                translation.granted()
             try:
                 exchange = await send(client, process.upstream, call, request, conn)
             except NotSent as exc:
@@ -63,19 +69,25 @@ async def forward(router: Router, client: UpstreamClient, call: Call, request: I
                 raise unavailable(call, request, exc) from exc
             except (UpstreamClosed, TimeoutError) as exc:
                 raise unavailable(call, request, exc) from exc
-            return await deliver(exchange, conn, tap, request, call.model)
+            return await deliver(exchange, conn, tap, request, call.model, translation)
         finally:
             router.release(lease)
 
 
-async def deliver(exchange: Exchange, conn: Connection, tap: Tap, request: Incoming, model: str) -> int:
+async def deliver(exchange: Exchange, conn: Connection, tap: Tap, request: Incoming, model: str,
+                  translation: Translation | None = None) -> int:
     """Relay the answer whose head arrived (a small one written at once), then close the
-    exchange; the status to account for it (a 502 when the upstream broke off first)."""
+    exchange; the status to account for it (a 502 when the upstream broke off first, or
+    answered what ``translation`` cannot read)."""
     try:
-        status = answer_now(exchange, conn, tap, request)
-        return status if status is not None else await relay(exchange, conn, tap, request, model=model)
+        status = answer_now(exchange, conn, tap, request, translation)
+        if status is None:
+            status = await relay(exchange, conn, tap, request, model=model, translation=translation)
+        return status
     except BrokeOff as exc:
         raise HTTPError(502, str(exc)) from exc
+    except Untranslatable as exc:
+        raise HTTPError(502, f"upstream '{model}' answered what cannot be translated: {exc}") from exc
     finally:
         exchange.close()
 
@@ -94,10 +106,12 @@ def send(client: UpstreamClient, upstream: Upstream, call: Call, request: Incomi
 
 
 async def forward_to_peer(client: UpstreamClient, peer: PeerModel, call: Call, request: Incoming, conn: Connection,
-                          tap: Tap) -> int:
+                          tap: Tap, translation: Translation | None = None) -> int:
     """Proxy ``call`` to a peer and relay the answer, with the peer's key. A peer never
     swaps and is never sent a request twice; one that does not answer is a 502 naming it."""
     route = peer.route
+    if translation is not None:
+        translation.granted()  # a peer loads its models itself: its time counts as the answer's
     call = call._replace(strip=call.strip | route.replaced) if route.replaced else call
     try:
         exchange = await send(client, route.upstream, call, request, conn, extra=route.key_fields)
@@ -105,7 +119,7 @@ async def forward_to_peer(client: UpstreamClient, peer: PeerModel, call: Call, r
         message = f"peer proxy error: peer '{peer.peer_id}' ({route.url}) did not answer: {_reason(exc)}"
         log.warning("[%s] 502 for %s %s: %s", call.model, request.method.decode("latin-1"), call.path, message)
         raise HTTPError(502, message) from exc
-    return await deliver(exchange, conn, tap, request, call.model)
+    return await deliver(exchange, conn, tap, request, call.model, translation)
 
 
 def _reason(exc: BaseException) -> str:

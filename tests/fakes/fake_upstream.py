@@ -87,6 +87,8 @@ REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("request")  # the 
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </hint>; rel=preload\r\n\r\n"
 CANCELLED: list[dict[str, Any]] = []  # requests whose handler saw a client disconnect
 STATS: dict[str, Any] = {"requests": 0, "by_path": {}, "slow_completed": 0, "ws_open": 0, "ws_flood_sent": 0}
+RECEIVED: list[dict[str, Any]] = []  # the last inference POSTs: path, headers and JSON body (GET /received)
+RECEIVED_KEPT = 50
 
 
 def log(line: str, err: bool = False) -> None:
@@ -288,6 +290,13 @@ def build_app() -> Any:
         STATS["requests"] += 1
         STATS["by_path"][request.path] = STATS["by_path"].get(request.path, 0) + 1
         inference = request.method == "POST" and not request.path.startswith("/echo")
+        if inference and request.content_type == "application/json":
+            try:
+                RECEIVED.append({"path": request.path, "headers": dict(request.headers),
+                                 "body": json.loads(await request.read())})
+                del RECEIVED[:-RECEIVED_KEPT]
+            except ValueError:
+                pass
         if ARGS.drop_after_read and inference:
             await request.read()
             log(f"{ARGS.name} dropping the connection after reading {request.method} {request.path}")
@@ -387,6 +396,10 @@ def build_app() -> Any:
 
     async def cancelled_count(request: web.Request) -> web.Response:
         return jresp({"count": len(CANCELLED), "cancelled": CANCELLED})
+
+    async def received(request: web.Request) -> web.Response:
+        """The inference POSTs with a JSON body received last, oldest first: what the proxy sent."""
+        return jresp({"received": RECEIVED})
 
     async def stats(request: web.Request) -> web.Response:
         return jresp({**STATS, "cancelled": len(CANCELLED), "uptime": round(time.monotonic() - START_MONO, 3)})
@@ -725,6 +738,7 @@ def build_app() -> Any:
     r.add_get("/slow", slow)
     r.add_get("/cancelled-count", cancelled_count)
     r.add_get("/stats", stats)
+    r.add_get("/received", received)
     r.add_get("/slots", slots)
     r.add_get("/props", props)
     r.add_get("/ws", websocket)

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes import free_port, is_alive, wait_http
+from tests.fakes import fake_argv, free_port, is_alive, wait_http
 
 START_TIMEOUT = 20.0
 HI = [{"role": "user", "content": "hi"}]
@@ -132,6 +132,19 @@ def start_service(tmp_path: Path) -> Iterator[Callable[[str], RunningService]]:
             return stack.enter_context(serving(config_path, tmp_path / f"service{n}.log"))
 
         yield start
+
+
+@pytest.fixture
+def remote() -> Iterator[int]:
+    """A peer: an OpenAI-compatible server this service does not manage (the fake upstream)."""
+    port = free_port()
+    proc = subprocess.Popen(fake_argv(port, "remote"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/health", timeout=15, proc=proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture

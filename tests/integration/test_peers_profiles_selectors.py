@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.fakes import fake_argv, fake_cmd, free_port, wait_http
+from tests.fakes import fake_cmd, free_port
 from tests.integration.conftest import HI, service_command, wait_until
-
-
-@pytest.fixture
-def remote() -> Iterator[int]:
-    """A peer: an OpenAI-compatible server this service does not manage (the fake upstream)."""
-    port = free_port()
-    proc = subprocess.Popen(fake_argv(port, "remote"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        assert wait_http(f"http://127.0.0.1:{port}/health", timeout=15, proc=proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def with_peer(port: int, extra: str = "", path: str = "") -> str:

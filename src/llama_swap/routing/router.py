@@ -78,6 +78,7 @@ class Router:
         self._replacements: dict[str, ModelProcess] = {}  # reloaded models waiting to switch
         self._backoff = Backoff()
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        self._keep_alive: dict[str, tuple[int | None, float]] = {}  # model -> (the run's pid, idle seconds)
 
     # ------------------------------------------------------------------ public
     async def acquire(self, model: str, *, counted: bool = True) -> Lease:
@@ -145,13 +146,29 @@ class Router:
         self._refresh_ttl(ticket.model)
         return Lease(ticket.req, self.processes[ticket.model])
 
-    async def load(self, model: str) -> None:
+    async def load(self, model: str, keep_alive: float | None = None) -> None:
         """Make ``model`` ready without serving a request (load endpoint, preload).
 
         Goes through the scheduler like a request, so it obeys the eviction policy, but
         does not count toward the model's concurrency limit.
         """
-        self.release(await self.acquire(model, counted=False))
+        lease = await self.acquire(model, counted=False)
+        if keep_alive is not None:
+            self.keep_alive(lease, keep_alive)
+        self.release(lease)
+
+    def keep_alive(self, lease: Lease, seconds: float) -> None:
+        """How long the leased model stays loaded once idle, for as long as this run of it
+        lasts (instead of its `ttl`): negative is never unloaded, 0 unloaded as soon as idle."""
+        self._keep_alive[lease.process.id] = (lease.process.pid, seconds)
+
+    def unloads_in(self, model: str) -> float | None:
+        """Seconds until ``model`` is unloaded for being idle if nothing uses it meanwhile
+        (its TTL in full while in use); None: it is never unloaded for that."""
+        timer = self._ttl_timers.get(model)
+        if timer is not None:
+            return max(0.0, timer.when() - asyncio.get_running_loop().time())
+        return self._ttl(model)
 
     def release(self, lease: Lease) -> None:
         """The granted request is over (answered, failed or abandoned)."""
@@ -251,11 +268,22 @@ class Router:
         """(Re)arm the idle timer when the model is idle; idle time counts from now."""
         if model in self._ttl_timers:
             self._cancel_ttl(model)
-        process = self.processes.get(model)
-        if process is None or process.config.ttl <= 0 or not self._scheduler.idle(model):
+        ttl = self._ttl(model)
+        if ttl is None or not self._scheduler.idle(model):
             return
         loop = asyncio.get_running_loop()
-        self._ttl_timers[model] = loop.call_later(process.config.ttl, self._expire, model)
+        self._ttl_timers[model] = loop.call_later(ttl, self._expire, model)
+
+    def _ttl(self, model: str) -> float | None:
+        """The idle seconds after which ``model`` is unloaded: a keep_alive asked for its
+        current run, else its `ttl`; None: never."""
+        process = self.processes.get(model)
+        if process is None:
+            return None
+        kept = self._keep_alive.get(model)
+        if kept is not None and kept[0] is not None and kept[0] == process.pid:
+            return None if kept[1] < 0 else kept[1]
+        return process.config.ttl if process.config.ttl > 0 else None
 
     def _cancel_ttl(self, model: str) -> None:
         timer = self._ttl_timers.pop(model, None)
@@ -266,7 +294,7 @@ class Router:
         self._ttl_timers.pop(model, None)
         actions = self._scheduler.expire(model)
         if actions:
-            log.info("[%s] unloading after %ss idle (ttl)", model, self.processes[model].config.ttl)
+            log.info("[%s] unloading after %ss idle (ttl)", model, self._ttl(model))
         self._apply(actions)
 
     def _resolve(self, req: int, error: RouteError | None) -> None:

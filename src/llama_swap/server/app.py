@@ -20,6 +20,7 @@ from llama_swap.server import logs_api, manage
 from llama_swap.server.api import add_api_routes
 from llama_swap.server.auth import check_key, is_open, quiet_bad_requests, target_problem
 from llama_swap.server.docs import add_docs_routes
+from llama_swap.server.ollama_api import add_ollama_routes
 from llama_swap.server.performance_api import add_performance_routes
 from llama_swap.server.profiles_api import add_profile_routes
 from llama_swap.server.responses import error_response
@@ -133,6 +134,7 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     app.router.add_post("/api/models/unload", manage.unload_all_post)
     app.router.add_get("/metrics", manage.metrics)
     add_api_routes(app)
+    add_ollama_routes(app)
     add_profile_routes(app)
     add_performance_routes(app)
     app.router.add_get("/logs", logs_api.get_logs)

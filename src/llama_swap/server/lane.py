@@ -11,6 +11,7 @@ while the model starts (`server/loading.py`).
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 from urllib.parse import parse_qsl, unquote
 
@@ -20,6 +21,8 @@ from yarl import URL
 
 from llama_swap.config import Config, ModelConfig
 from llama_swap.config.model import COMFYUI_MODEL_ID
+from llama_swap.dialects import ollama
+from llama_swap.dialects.ollama_answers import OllamaAnswer, control_answer
 from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.proxy import Call, forward, forward_to_peer
@@ -56,10 +59,13 @@ INFERENCE_PATHS = frozenset(
         "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/audio/voices", "/v1/images/generations",
         "/v1/images/edits", "/infill", "/completion", "/completions", "/chat/completions", "/embedding",
         "/embeddings", "/tokenize", "/detokenize", "/apply-template", "/sdapi/v1/txt2img",
-        "/sdapi/v1/img2img", "/props", "/slots",
+        "/sdapi/v1/img2img", "/props", "/slots", *ollama.PATHS,
     }
 )
 _INFERENCE_TARGETS = frozenset(path.encode() for path in INFERENCE_PATHS)
+_OLLAMA_TARGETS = frozenset(path.encode() for path in ollama.PATHS)
+# Not sent upstream with a translated request: its answer must be plain JSON or SSE to be read.
+_TRANSLATED_STRIP = frozenset({b"accept-encoding"})
 _UPSTREAM = b"/upstream/"
 CARRIED_BY_BYTES = {scheme: frozenset(name.encode() for name in names) for scheme, names in CARRIED_BY.items()}
 _METHODS = {method.encode(): method for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
@@ -134,6 +140,7 @@ class Lane:
         skeleton — a loading stream while the model starts if the client can show one, else
         the lease, the upstream and the relay."""
         plan = self.plan
+        translation: OllamaAnswer | None = None
         try:
             strip = self._admit(request, plan)
             if request.target.startswith(_UPSTREAM):
@@ -144,6 +151,12 @@ class Lane:
                 call = self._comfyui_call(request, conn, plan, strip)
                 if call is None:
                     return  # the redirect to /comfyui/
+            elif request.method == b"POST" and request.target.partition(b"?")[0] in _OLLAMA_TARGETS:
+                asked = self._ollama_asked(request, plan)
+                if asked.target is None:
+                    await self._ollama_control(asked, request, conn)
+                    return
+                call, translation = self._ollama_call(asked, request, plan, strip)
             else:
                 call = self._model_call(request, plan, strip)
         except HTTPError as exc:
@@ -170,14 +183,14 @@ class Lane:
                         await serve_peer(service, destination.peer, call, request, conn, handling)
                     else:
                         handling.status = await forward_to_peer(service.upstreams, destination.peer, call, request,
-                                                                conn, handling.tracked)
+                                                                conn, handling.tracked, translation)
                 elif websocket:
                     await serve_leased(service, call, request, conn, handling)
                 elif call.model in plan.loading and self._shows_loading(call, request):
                     handling.status = await serve_while_loading(service, call, request, conn, handling.tracked)
                 else:
                     handling.status = await forward(service.router, service.upstreams, call, request, conn,
-                                                    handling.tracked)
+                                                    handling.tracked, translation)
         finally:
             if destination is not None:
                 service.names.release(destination)
@@ -213,6 +226,11 @@ class Lane:
             if body:
                 raise HTTPError(400, "missing 'model' field in request body")
             name = self._the_running_model(request, path)
+        return self._named_call(name, target, path, content_type, body, plan, strip)
+
+    def _named_call(self, name: str, target: bytes, path: str, content_type: str, body: bytes, plan: _Plan,
+                    strip: frozenset[bytes]) -> Call:
+        """The call for the model ``name`` resolves to, its body through that model's filters."""
         names = self._service.names
         if names.pins is None:
             found = plan.local(name)  # the common case: a model id or alias, no profile active
@@ -232,6 +250,51 @@ class Lane:
             names.release(destination)
             raise
         return Call(destination.model, destination.requested, target, path, body, True, strip, destination)
+
+    # ------------------------------------------------------------------ Ollama
+
+    def _ollama_asked(self, request: Incoming, plan: _Plan) -> ollama.Asked:
+        """An Ollama request, translated; a `name:latest` the config only knows as `name` is `name`."""
+        path = request.target.partition(b"?")[0].decode("latin-1")
+        asked = ollama.translate(path, b"".join(request.body))
+        name = asked.model
+        if name.endswith(":latest") and plan.config.model_for(name) is None:
+            bare = name.removesuffix(":latest")
+            if plan.config.model_for(bare) is not None:
+                asked = asked._replace(model=bare, body=asked.body and {**asked.body, "model": bare})
+        return asked
+
+    def _ollama_call(self, asked: ollama.Asked, request: Incoming, plan: _Plan,
+                     strip: frozenset[bytes]) -> tuple[Call, OllamaAnswer]:
+        """The OpenAI call an Ollama request becomes, and the translation of its answer."""
+        path = request.target.partition(b"?")[0].decode("latin-1")
+        assert asked.target is not None and asked.body is not None
+        call = self._named_call(asked.model, asked.target.encode(), path, "application/json",
+                                orjson.dumps(asked.body), plan, strip | _TRANSLATED_STRIP)
+        return call._replace(keep_alive=asked.keep_alive), OllamaAnswer(asked, time.perf_counter())
+
+    async def _ollama_control(self, asked: ollama.Asked, request: Incoming, conn: Connection) -> None:
+        """A chat without messages or a generate without a prompt: load the model, or with
+        `keep_alive: 0` unload it, through the router like `/upstream/{model}/load` and
+        `DELETE /upstream/{model}`."""
+        service = self._service
+        destination = service.names.resolve(asked.model, service.state_of)
+        try:
+            if destination.peer is not None:
+                raise HTTPError(400, f"model '{asked.model}' is served by peer '{destination.peer.peer_id}': "
+                                     "it is not loaded or unloaded here")
+            if asked.keep_alive == 0:
+                await service.router.unload([destination.model])
+                reason = "unload"
+            else:
+                try:
+                    await service.router.load(destination.model, asked.keep_alive)
+                except RouteError as exc:
+                    raise HTTPError(exc.status, exc.message) from exc
+                reason = "load"
+        finally:
+            service.names.release(destination)
+        conn.write(json_answer(200, orjson.dumps(control_answer(asked, reason)), connection=request.connection))
 
     def _the_running_model(self, request: Incoming, path: str) -> str:
         """A request naming no model (e.g. `GET /slots`) goes to the one running model."""

@@ -37,8 +37,8 @@ async def running(request: web.Request) -> web.Response:
     return json_response({"running": request.app[SERVICE].router.running()})
 
 
-async def list_models(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
+def listed_models(service: Service) -> list[dict[str, Any]]:
+    """What `GET /v1/models` lists (also Ollama's `/api/tags`), sorted by id."""
     def loaded(model: str) -> bool:
         process = service.processes.get(model)
         return process is not None and process.pid is not None
@@ -46,6 +46,11 @@ async def list_models(request: web.Request) -> web.Response:
     data = model_records(service.config, service.created, loaded)
     data += routed_records(service.config, service.names, service.created, loaded)
     data.sort(key=lambda record: record["id"])
+    return data
+
+
+async def list_models(request: web.Request) -> web.Response:
+    data = listed_models(request.app[SERVICE])
     origin = request.headers.get("Origin")  # browser UIs list models cross-origin
     return json_response({"object": "list", "data": data}, headers={"Access-Control-Allow-Origin": origin} if origin else None)
 
