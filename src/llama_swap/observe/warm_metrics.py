@@ -38,9 +38,9 @@ class WarmCollector(Collector):
             for model, stat in stats:
                 family.add_metric((model,), read(stat))
             yield family
-        saves = SummaryMetricFamily("llamaswap_warm_swap_save_seconds", "Time to save a slot's KV cache.",
+        saves = SummaryMetricFamily("llamaswap_warm_swap_save_seconds", "Time a stop spent saving KV caches (stops that saved some).",
                                     labels=("model",))
-        restores = SummaryMetricFamily("llamaswap_warm_swap_restore_seconds", "Time to restore a slot's KV cache.",
+        restores = SummaryMetricFamily("llamaswap_warm_swap_restore_seconds", "Time a start spent restoring KV caches (starts that restored some).",
                                        labels=("model",))
         for model, stat in stats:
             saves.add_metric((model,), stat.saves, stat.save_seconds)

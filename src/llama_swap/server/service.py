@@ -30,6 +30,7 @@ from llama_swap.routing.names import Names
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.listing import status_records
+from llama_swap.warm.command import takes_part
 from llama_swap.warm.swaps import WarmSwaps
 from llama_swap.wire.tunnel import Tunnels
 from llama_swap.wire.upstream import UpstreamClient
@@ -144,8 +145,8 @@ class Service:
 
     def model_status(self) -> list[dict[str, Any]]:
         models = self.config.models
-        return status_records(self.config, self.processes,
-                              self.warm.cache_sizes(m for m, model in models.items() if model.warm_swap))
+        warm = (m for m, model in models.items() if takes_part(model.warm_swap, model.argv))
+        return status_records(self.config, self.processes, self.warm.cache_sizes(warm))
 
     def publish_status(self) -> None:
         if self.events.active:

@@ -31,6 +31,11 @@ def runs_llama_server(argv: list[str]) -> bool:
     return save_path_in(argv) is not None or any(os.path.basename(arg) == SERVER_NAME for arg in argv)
 
 
+def takes_part(warm_swap: bool | None, argv: list[str]) -> bool:
+    """Whether a model with this setting and command gets warm swaps."""
+    return bool(warm_swap) and runs_llama_server(argv)
+
+
 def with_save_path(argv: list[str], own_dir: str) -> tuple[list[str], str]:
     """The command to run and the directory its server saves slots into: the command's own
     `--slot-save-path`, else ``own_dir`` added to it."""

@@ -89,6 +89,8 @@ def scan(directories: Iterable[str]) -> list[SavedFile]:
             if match is None:
                 continue
             try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
                 stat = entry.stat(follow_symlinks=False)
             except OSError:
                 continue

@@ -25,7 +25,7 @@ import aiohttp
 from llama_swap.config import Config, ModelConfig
 from llama_swap.observe.usage import Usage
 from llama_swap.warm import files, slots
-from llama_swap.warm.command import runs_llama_server, with_save_path
+from llama_swap.warm.command import takes_part, with_save_path
 
 log = logging.getLogger("llama_swap.warm")
 
@@ -45,10 +45,10 @@ class WarmRun(NamedTuple):
 class WarmStats:
     """What warm swaps did for one model since the service started (Prometheus reads it)."""
 
-    saves: int = 0
+    saves: int = 0  # stops that saved something, and the time those saves took (listing included)
     save_seconds: float = 0.0
     saved_bytes: int = 0
-    restores: int = 0
+    restores: int = 0  # starts that restored something, and the time that took
     restore_seconds: float = 0.0
     restored_bytes: int = 0
     hits: int = 0
@@ -77,7 +77,7 @@ class WarmSwaps:
     def plan(self, model: ModelConfig) -> tuple[list[str], WarmRun | None]:
         """The command to start ``model`` with, and its warm run (None: no warm swaps)."""
         argv = model.argv
-        if not model.warm_swap or not runs_llama_server(argv):
+        if not takes_part(model.warm_swap, argv):
             return argv, None
         stem = files.stem_for(model.id)
         argv, directory = with_save_path(argv, os.path.join(self.directory, stem))
@@ -94,9 +94,10 @@ class WarmSwaps:
         """Save every slot holding tokens, within the time bound; never raises."""
         writing: list[str] = []
         started = time.monotonic()
+        saved = 0
         try:
             async with asyncio.timeout(self.timeout):
-                await self._save(model, run, base, writing)
+                saved = await self._save(model, run, base, writing)
         except TimeoutError:
             files.remove(Path(run.directory) / name for name in writing)  # cut short: unreadable
             log.warning("[%s] warm swap: saving its KV cache took longer than %ss (warmSwapTimeout); "
@@ -105,13 +106,18 @@ class WarmSwaps:
             log.warning("[%s] warm swap: its KV cache was not saved: %s", model, exc)
         finally:
             self._keep_budget()
-        log.debug("[%s] warm swap: save took %.3fs", model, time.monotonic() - started)
+        if saved:
+            stats = self._stats(model)
+            stats.saves += 1
+            stats.save_seconds += time.monotonic() - started
+            stats.saved_bytes += saved
 
-    async def _save(self, model: str, run: WarmRun, base: str, writing: list[str]) -> None:
+    async def _save(self, model: str, run: WarmRun, base: str, writing: list[str]) -> int:
+        """The bytes saved."""
         self._discard_stale(model, run)
         listed = await slots.list_slots(self._session, base)
         per_token = self._bytes_per_token.get(model, 0.0)
-        stats = self._stats(model)
+        written = 0
         for slot in slots.to_save(listed):
             tokens = next(int(s.get("n_prompt_tokens") or 0) for s in listed if s.get("id") == slot)
             if not files.has_room(run.directory, int(tokens * per_token)):
@@ -123,17 +129,17 @@ class WarmSwaps:
             began = time.monotonic()
             moved = await slots.save(self._session, base, slot, name)
             writing.remove(name)
-            stats.saves += 1
-            stats.save_seconds += time.monotonic() - began
-            stats.saved_bytes += moved.size
+            written += moved.size
             if moved.tokens > 0:
                 self._bytes_per_token[model] = moved.size / moved.tokens
             log.info("[%s] warm swap: saved slot %d (%d tokens, %.1f MB) in %.0f ms", model, slot, moved.tokens,
                      moved.size / MB, (time.monotonic() - began) * 1000)
+        return written
 
     # --------------------------------------------------------------- restore
     async def restore(self, model: str, run: WarmRun, base: str) -> None:
         """Restore what was saved for this model and command, within the time bound; never raises."""
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
                 await self._restore(model, run, base)
@@ -142,8 +148,13 @@ class WarmSwaps:
                         "serving without it", model, self.timeout)
         except (slots.SlotError, aiohttp.ClientError, OSError, ValueError) as exc:
             log.warning("[%s] warm swap: its KV cache was not restored: %s", model, exc)
+        if model in self._pending:
+            stats = self._stats(model)
+            stats.restores += 1
+            stats.restore_seconds += time.monotonic() - started
 
     async def _restore(self, model: str, run: WarmRun, base: str) -> None:
+        self._pending.pop(model, None)
         saved = self._discard_stale(model, run)
         if not saved:
             return
@@ -160,8 +171,6 @@ class WarmSwaps:
                 files.remove([cache])  # unreadable (e.g. cut short by a stop): useless from now on
                 log.warning("[%s] warm swap: %s; the file is deleted", model, exc)
                 continue
-            stats.restores += 1
-            stats.restore_seconds += time.monotonic() - began
             stats.restored_bytes += moved.size
             tokens += moved.tokens
             log.info("[%s] warm swap: restored slot %d (%d tokens, %.1f MB) in %.0f ms", model, cache.slot,
