@@ -158,12 +158,9 @@ class WarmSwaps:
         saved = self._discard_stale(model, run)
         if not saved:
             return
-        have = {s.get("id") for s in await slots.list_slots(self._session, base)}
         stats = self._stats(model)
         tokens = 0
-        for cache in saved:
-            if cache.slot not in have:
-                continue
+        for cache in saved:  # the key covers the command, so its slots (`--parallel`) are the same
             began = time.monotonic()
             try:
                 moved = await slots.restore(self._session, base, cache.slot, cache.path.name)
