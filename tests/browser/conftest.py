@@ -9,9 +9,8 @@ missing Chromium fails these tests: it belongs to the test environment (scripts/
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -31,9 +30,6 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1280, "height": 800}
 TIMEOUT_MS = 15_000  # every wait is bounded: auto-waiting actions and expect() assertions
-# Where the screenshots go: a temporary directory (tests never change tracked files), or
-# docs/screenshots when refreshing the README's pictures: LLAMA_SWAP_SCREENSHOTS=docs/screenshots.
-SCREENSHOTS = Path(os.environ.get("LLAMA_SWAP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "llama-swap-screenshots")
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -69,7 +65,24 @@ def page(tmp_path: Path) -> Iterator[Page]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def screenshot(page: Page, name: str) -> None:
-    """<SCREENSHOTS>/<name>.png, toasts hidden and animations frozen."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled", style=".toasts { display: none; }")
+Screenshot = Callable[[Page, str], None]
+
+
+@pytest.fixture(scope="session")
+def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: $LLAMA_SWAP_SCREENSHOTS (scripts/screenshots sets it), else
+    this run's pytest temporary directory — a test run never changes tracked files."""
+    chosen = os.environ.get("LLAMA_SWAP_SCREENSHOTS")
+    path = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def screenshot(screenshots_dir: Path) -> Screenshot:
+    """screenshot(page, name): <screenshots_dir>/<name>.png, toasts hidden and animations frozen."""
+
+    def take(page: Page, name: str) -> None:
+        page.screenshot(path=screenshots_dir / f"{name}.png", animations="disabled", style=".toasts { display: none; }")
+
+    return take

@@ -1,5 +1,6 @@
 """The web UI, as a user drives it: load a model, watch its logs, chat with it, find the
-request in Activity (and cancel one in flight), unload it. Writes its screenshots to $LLAMA_SWAP_SCREENSHOTS (docs/screenshots to refresh the README's)."""
+request in Activity (and cancel one in flight), unload it. Its screenshots are the README's
+(`scripts/screenshots` refreshes them); a plain run writes them to a temporary directory."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from llama_swap import __version__
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import Screenshot
 from tests.fakes import fake_cmd
 from tests.integration.conftest import HI, RunningService, wait_until
 
@@ -73,7 +74,7 @@ class SlowStream:
         self._client.close()
 
 
-def test_load_logs_chat_activity_unload(start_service: StartService, page: Page) -> None:
+def test_load_logs_chat_activity_unload(start_service: StartService, page: Page, screenshot: Screenshot) -> None:
     service = start_service(CONFIG)
 
     # The service's root opens the UI; the header is live.
@@ -285,25 +286,6 @@ def test_log_pane_cap_and_sse_parser(start_service: StartService, page: Page) ->
     ]
 
 
-def test_theme_follows_the_system_until_chosen(start_service: StartService, page: Page) -> None:
-    service = start_service(CONFIG)
-    html = page.locator("html")
-    page.emulate_media(color_scheme="dark")
-    page.goto(service.url + "/ui/", wait_until="domcontentloaded")
-    expect(html).to_have_attribute("data-theme", "dark")  # "system", and the system is dark
-    page.emulate_media(color_scheme="light")
-    expect(html).to_have_attribute("data-theme", "light")  # followed live
-    toggle = page.locator("#theme-toggle")
-    toggle.click()  # system → light
-    expect(html).to_have_attribute("data-theme", "light")
-    toggle.click()  # light → dark, whatever the system says
-    expect(html).to_have_attribute("data-theme", "dark")
-    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-    assert background == "rgb(14, 17, 22)"  # the dark palette's --bg
-    page.reload(wait_until="domcontentloaded")
-    expect(html).to_have_attribute("data-theme", "dark")  # the choice is kept
-
-
 def test_the_profile_picker_switches_the_active_profile(start_service: StartService, page: Page) -> None:
     service = start_service(CONFIG + """
     profiles:
@@ -356,7 +338,7 @@ def test_selectors_and_peer_models_are_shown_on_the_models_page(start_service: S
     expect(model_row(page, "box-b/llama-70b")).to_have_count(0)  # not a local model: no Load button
 
 
-def test_a_capture_opens_from_the_activity_page(start_service: StartService, page: Page) -> None:
+def test_a_capture_opens_from_the_activity_page(start_service: StartService, page: Page, screenshot: Screenshot) -> None:
     service = start_service(f"captureBuffer: 1\nmodels:\n  chat:\n    cmd: {fake_cmd(name='chat', chunks=3)}\n")
     assert service.chat("chat", stream=True).status_code == 200
     page.goto(service.url + "/ui/#/activity", wait_until="domcontentloaded")

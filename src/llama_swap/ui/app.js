@@ -59,8 +59,10 @@ const CONN_LABELS = { connecting: "Connecting…", connected: "Connected", recon
 
 function showConnection(state) {
   const el = document.getElementById("conn");
+  const label = CONN_LABELS[state] || state;
   el.dataset.state = state;
-  el.querySelector(".conn-label").textContent = CONN_LABELS[state] || state;
+  el.querySelector(".conn-label").textContent = label;
+  el.title = `${label} (live updates from /api/events)`; // in words also where a narrow screen shows only the dot
 }
 
 function showInflightCount(map) {
@@ -114,24 +116,29 @@ const THEME_ICONS = {
 };
 
 const SYSTEM_DARK = matchMedia("(prefers-color-scheme: dark)");
+const systemTheme = () => (SYSTEM_DARK.matches ? "dark" : "light");
 
 // The page's `data-theme` is always "light" or "dark" (the CSS has one set of colours for
 // each); "system" follows the system's setting, also when it changes.
 function applyTheme(theme) {
   const btn = document.getElementById("theme-toggle");
-  const dark = theme === "dark" || (theme === "system" && SYSTEM_DARK.matches);
-  document.documentElement.dataset.theme = dark ? "dark" : "light";
+  const shown = theme === "system" ? systemTheme() : theme;
+  document.documentElement.dataset.theme = shown;
   btn.innerHTML = THEME_ICONS[theme]; // static markup from this file
-  btn.title = `Theme: ${theme} (click to change)`;
+  const now = theme === "system" ? `${shown}, as the system` : shown;
+  btn.title = `Theme: ${now} (click for ${shown === "dark" ? "light" : "dark"})`;
 }
 
+// Every click shows the other palette, so no click is without effect. A choice that is the
+// system's own setting is not kept as a choice: the page follows the system again.
 function setupTheme() {
   let theme = prefs.get("theme") || "system";
   if (!THEMES.includes(theme)) theme = "system";
   applyTheme(theme);
   SYSTEM_DARK.addEventListener("change", () => applyTheme(theme));
   document.getElementById("theme-toggle").addEventListener("click", () => {
-    theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+    const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+    theme = next === systemTheme() ? "system" : next;
     prefs.set("theme", theme);
     applyTheme(theme);
   });

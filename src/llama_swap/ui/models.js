@@ -83,9 +83,9 @@ export function mount(view) {
 
   function makeRow(id) {
     const stateCell = h("td.state-cell");
-    const modelCell = h("td");
-    const aliasCell = h("td");
-    const capsCell = h("td");
+    const modelCell = h("td.model-cell");
+    const aliasCell = h("td.alias-cell");
+    const capsCell = h("td.caps-cell");
     const loadBtn = h("button.small.btn-load", { type: "button", onclick: () => doLoad(id) });
     const unloadBtn = h("button.small.btn-unload", { type: "button", onclick: () => doUnload(id) }, "Unload");
     const logsLink = h("a.btn.small.ghost.btn-logs", { href: `#/logs/model/${encodeURIComponent(id)}`, title: `Logs of ${id}` }, "Logs");

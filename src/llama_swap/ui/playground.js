@@ -283,11 +283,13 @@ function build() {
       chat.messages.push({ role: "assistant", content, model, meta });
       answer.el.append(h("div.meta", meta));
     } else {
-      // Nothing came back: take the question out of the history (roles must alternate).
+      // Nothing came back: the question stays on screen, faded, but leaves the history
+      // (roles must alternate); the answer's place says why there is none.
       chat.messages.splice(chat.messages.indexOf(userMsg), 1);
       user.el.classList.add("unsent");
-      if (aborted && !failure) answer.el.remove();
-      else answer.content.remove();
+      user.el.title = "not part of the conversation: no answer came";
+      answer.content.remove();
+      if (aborted && !failure) answer.el.append(h("div.meta", `stopped before the first token · ${fmtMs(elapsed)} total`));
     }
     if (failure) {
       answer.el.append(h("div.error", { role: "alert" }, `Error: ${failure}`));
