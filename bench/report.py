@@ -56,6 +56,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     clients = get(r, "scale.proxied.clients")
     failures = get(r, "scale.proxied.failures")
     scale_ok = None if failures is None else failures == 0 and clients >= ref.TARGET_SCALE_CLIENTS
+    warm_speedup = get(r, "warm.next_turn_speedup")
+    warm_added = get(r, "warm.added_to_swap_ms")
     return [
         {"id": "rps_c64", "target": "≥ 7,000 req/s at 64 connections", "value": rps64,
          "pass": _check(rps64, rps64 is not None and rps64 >= ref.TARGET_RPS_C64)},
@@ -82,6 +84,11 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         {"id": "idle_rss", "target": "idle RSS ≤ 60 MB", "value": idle,
          "pass": _check(idle, idle is not None and idle <= ref.TARGET_IDLE_RSS_MB)},
         {"id": "scale", "target": "1,000 concurrent streams, zero errors", "value": failures, "pass": scale_ok},
+        {"id": "warm_next_turn", "target": "warm swaps: next turn of a 2k-token conversation ≥ 10x faster",
+         "value": warm_speedup,
+         "pass": _check(warm_speedup, warm_speedup is not None and warm_speedup >= ref.TARGET_WARM_SPEEDUP)},
+        {"id": "warm_added", "target": "warm swaps add ≤ 50 ms to a swap (save + restore)", "value": warm_added,
+         "pass": _check(warm_added, warm_added is not None and warm_added <= ref.TARGET_WARM_ADDED_MS)},
     ]  # fmt: skip
 
 
@@ -235,6 +242,19 @@ def rows(r: dict[str, Any]) -> list[Row]:
         ("scale: peak open streams / wave seconds",
          f"{fmt(get(r, 'scale.direct.peak_open_streams'))} / {fmt(get(r, 'scale.direct.seconds'), 1)}",
          f"{fmt(get(r, 'scale.proxied.peak_open_streams'))} / {fmt(get(r, 'scale.proxied.seconds'), 1)}",
+         "", "", "", ""),
+        ("warm swaps: next turn after a swap away and back, p50 ms (without / with)",
+         fmt(get(r, "warm.without.next_turn_ms.p50"), 1), fmt(get(r, "warm.with.next_turn_ms.p50"), 1),
+         _ratio(get(r, "warm.next_turn_speedup")), "", "≥ 10x", mark(t["warm_next_turn"])),
+        ("warm swaps: cache_n / prompt tokens of the next turn (with)", "",
+         f"{fmt(get(r, 'warm.with.next_turn_cache_n'))} / {fmt(get(r, 'warm.with.next_turn_prompt_tokens'))}",
+         "", "", "", ""),
+        ("warm swaps: save + restore ms per swap", "",
+         f"{fmt(get(r, 'warm.with.save_mean_ms'), 1)} + {fmt(get(r, 'warm.with.restore_mean_ms'), 1)}",
+         fmt(get(r, "warm.added_to_swap_ms"), 1, sign=True), "", "≤ +50", mark(t["warm_added"])),
+        ("warm swaps: swap away / back p50 ms (without → with)", "",
+         f"{fmt(get(r, 'warm.without.swap_away_ms.p50'), 1)} → {fmt(get(r, 'warm.with.swap_away_ms.p50'), 1)} / "
+         f"{fmt(get(r, 'warm.without.swap_back_ms.p50'), 1)} → {fmt(get(r, 'warm.with.swap_back_ms.p50'), 1)}",
          "", "", "", ""),
         ("service RSS MB: idle", "", fmt(get(r, "memory.idle_rss_mb"), 1), "", "", "≤ 60",
          mark(t["idle_rss"])),

@@ -1,8 +1,8 @@
 """The whole benchmark: start everything, run each part, print the table, write the JSON.
 
 Usage: `.venv/bin/python -m bench [--quick] [--no-llama] [--only PART …] [--out FILE]`
-(or `bench/run …`). Parts: throughput, stream, scale (fake bench upstreams) and swap (the
-real llama-server). A part that fails is recorded under `errors` and the others still run;
+(or `bench/run …`). Parts: throughput, stream, scale (fake bench upstreams), swap and warm
+(the real llama-server). A part that fails is recorded under `errors` and the others still run;
 the exit status is 1 if any part failed, 2 if the bench could not start at all.
 """
 
@@ -27,11 +27,12 @@ from typing import Any
 
 import psutil
 
-from bench import procs, report, scale, service, stream, swap, throughput
+from bench import procs, report, scale, service, stream, swap, throughput, warm
 from bench.load import WrkMissing, ensure_wrk
 from bench.resources import rss_mb
 
-PARTS = ("throughput", "stream", "scale", "swap")
+PARTS = ("throughput", "stream", "scale", "swap", "warm")
+LLAMA_PARTS = {"swap", "warm"}  # the parts that run the real llama-server
 RESULTS = procs.REPO / "bench" / "results"
 SCALE_MODELS = 4
 BARE_PROXY = procs.REPO / "bench" / "bare_proxy.py"
@@ -55,15 +56,18 @@ class Plan:
     swap_trials: int
     swap_swaps: int
     swap_budget: float
+    warm_trials: int
 
 
 QUICK = Plan(
     wrk_seconds=3, wrk_reps=1, ttfb_trials=100, streams=3, stream_events=1000, stream_interval_us=1000,
     scale_clients=1000, scale_events=50, scale_interval_us=20_000, swap_trials=4, swap_swaps=4, swap_budget=40,
+    warm_trials=2,
 )  # fmt: skip
 FULL = Plan(
     wrk_seconds=10, wrk_reps=3, ttfb_trials=400, streams=15, stream_events=1000, stream_interval_us=1000,
     scale_clients=1000, scale_events=100, scale_interval_us=20_000, swap_trials=12, swap_swaps=12, swap_budget=150,
+    warm_trials=4,
 )  # fmt: skip
 
 
@@ -160,10 +164,19 @@ def run_swap_part(results: dict[str, Any], plan: Plan, workdir: Path) -> None:
     _part(results, "swap", job)
 
 
+def run_warm_part(results: dict[str, Any], plan: Plan, workdir: Path) -> None:
+    """The next turn of a long conversation after a swap away and back, with and without warm swaps."""
+
+    def job() -> dict[str, object]:
+        return warm.measure(swap.setup_llama(), workdir, trials=plan.warm_trials)
+
+    _part(results, "warm", job)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="llama-swap benchmark suite (issue #6)")
     parser.add_argument("--quick", action="store_true", help="short runs (~1–2 min) instead of the full ones")
-    parser.add_argument("--no-llama", action="store_true", help="skip the swap part (real llama-server)")
+    parser.add_argument("--no-llama", action="store_true", help="skip the swap and warm parts (real llama-server)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only this part (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="JSON results file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the service and the load to cores")
@@ -173,7 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = set(args.only or PARTS) - ({"swap"} if args.no_llama else set())
+    parts = set(args.only or PARTS) - (LLAMA_PARTS if args.no_llama else set())
     plan = QUICK if args.quick else FULL
     workdir = RESULTS / "logs"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
         if "swap" in parts:
             run_swap_part(results, plan, workdir)
+        if "warm" in parts:
+            run_warm_part(results, plan, workdir)
     except WrkMissing as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2

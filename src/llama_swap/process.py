@@ -27,6 +27,7 @@ from llama_swap.config import ModelConfig
 from llama_swap.ports import bind_hosts, can_bind, next_free
 from llama_swap.reaper import Reaper
 from llama_swap.redact import redact_argv
+from llama_swap.warm.swaps import WarmRun, WarmSwaps
 from llama_swap.wire.upstream import Upstream, address
 
 log = logging.getLogger("llama_swap.process")
@@ -136,8 +137,11 @@ class ModelProcess:
         on_crash: Callable[[str], None] | None = None,
         on_output: Callable[[str], None] | None = None,
         reserved_ports: Callable[[], set[int]] | None = None,
+        warm: WarmSwaps | None = None,
     ) -> None:
         self.config = config
+        self._warm = warm  # KV caches saved before a stop and restored after a start
+        self._warm_run: WarmRun | None = None  # this run's, when warm swaps apply to it
         self._reserved_ports = reserved_ports  # ports other models were given: never moved onto
         self.id = config.id  # a plain attribute: read on every request (pydantic's are slower)
         self._on_output = on_output  # e.g. the model's log history
@@ -198,6 +202,8 @@ class ModelProcess:
             try:
                 await self._spawn()
                 await self._wait_healthy()
+                if self._warm is not None and self._warm_run is not None:
+                    await self._warm.restore(self.id, self._warm_run, self.config.proxy.rstrip("/"))
             except BaseException as exc:
                 if self._proc is not None:
                     await asyncio.shield(self._terminate(ABORT_GRACE))
@@ -221,7 +227,10 @@ class ModelProcess:
                 if self._state is ProcessState.FAILED:
                     self._set_state(ProcessState.STOPPED)
                 return
+            was_ready = self._state is ProcessState.READY
             self._set_state(ProcessState.STOPPING)
+            if was_ready and self._warm is not None and self._warm_run is not None:
+                await asyncio.shield(self._warm.save(self.id, self._warm_run, self.config.proxy.rstrip("/")))
             await asyncio.shield(self._terminate(self.config.unload_timeout if grace is None else grace))
             self._set_state(ProcessState.STOPPED)
 
@@ -229,6 +238,8 @@ class ModelProcess:
     async def _spawn(self) -> None:
         self._take_free_port()
         argv = self.config.argv
+        if self._warm is not None:
+            argv, self._warm_run = self._warm.plan(self.config)
         env = {**os.environ, **self.config.env_map}
         self.output.clear()
         self._stop_requested = False

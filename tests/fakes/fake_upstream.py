@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--echo-headers", action="store_true",
                    help="non-streamed JSON answers of inference POSTs carry `request_headers`: the "
                         "[name, value] pairs the request arrived with, repeated headers kept apart")
+    p.add_argument("--slot-save-path", default=None, metavar="DIR",
+                   help="llama-server's slot save/restore: POST /slots/0?action=save|restore, and chat "
+                        "timings report cache_n (the tokens a restore brought back, once)")
+    p.add_argument("--slot-save-delay", type=float, default=0.0, metavar="SECONDS", help="a save takes this long")
+    p.add_argument("--restore-noop", action="store_true",
+                   help="a restore reports success but the next request has cache_n 0 (llama.cpp #26676)")
     return p.parse_args(argv)
 
 
@@ -86,6 +92,9 @@ ARGS: argparse.Namespace
 REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar("request")  # the request being handled
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </hint>; rel=preload\r\n\r\n"
 CANCELLED: list[dict[str, Any]] = []  # requests whose handler saw a client disconnect
+SLOT = {"tokens": 0, "restored": 0}  # slot 0 under --slot-save-path: what it holds, what a restore put back
+SLOT_FILE_BYTES_PER_TOKEN = 100
+SLOT_FILE_MAGIC = b"FAKESLOT"
 STATS: dict[str, Any] = {"requests": 0, "by_path": {}, "slow_completed": 0, "ws_open": 0, "ws_flood_sent": 0}
 RECEIVED: list[dict[str, Any]] = []  # the last inference POSTs: path, headers and JSON body (GET /received)
 RECEIVED_KEPT = 50
@@ -404,7 +413,44 @@ def build_app() -> Any:
     async def stats(request: web.Request) -> web.Response:
         return jresp({**STATS, "cancelled": len(CANCELLED), "uptime": round(time.monotonic() - START_MONO, 3)})
 
+    def slot_served(prompt_tokens: int) -> dict[str, int]:
+        """A chat under --slot-save-path: slot 0 holds its prompt; cache_n for its timings."""
+        if ARGS.slot_save_path is None:
+            return {}
+        cached, SLOT["restored"] = SLOT["restored"], 0
+        SLOT["tokens"] = prompt_tokens
+        return {"cache_n": cached}
+
+    async def slot_action(request: web.Request) -> web.Response:
+        action, slot = request.query.get("action"), int(request.match_info["slot"])
+        filename = (await read_json(request)).get("filename", "")
+        if ARGS.slot_save_path is None:
+            return jresp({"error": {"code": 501, "message": "This server does not support slots action."}}, 501)
+        path = os.path.join(ARGS.slot_save_path, filename)
+        if action == "save":
+            await asyncio.sleep(ARGS.slot_save_delay)
+            tokens = SLOT["tokens"] if slot == 0 else 0
+            with open(path, "wb") as f:
+                f.write(SLOT_FILE_MAGIC + b"k" * (tokens * SLOT_FILE_BYTES_PER_TOKEN - len(SLOT_FILE_MAGIC)))
+            log(f"{ARGS.name} saved slot {slot} to {filename}")
+            return jresp({"id_slot": slot, "filename": filename, "n_saved": tokens,
+                          "n_written": tokens * SLOT_FILE_BYTES_PER_TOKEN})
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        if not data.startswith(SLOT_FILE_MAGIC):
+            return jresp({"error": {"code": 400, "message": "Unable to restore slot: invalid slot save file"}}, 400)
+        size = len(data)
+        tokens = size // SLOT_FILE_BYTES_PER_TOKEN
+        SLOT["tokens"], SLOT["restored"] = tokens, 0 if ARGS.restore_noop else tokens
+        log(f"{ARGS.name} restored slot {slot} from {filename}")
+        return jresp({"id_slot": slot, "filename": filename, "n_restored": tokens, "n_read": size})
+
     async def slots(request: web.Request) -> web.Response:
+        if ARGS.slot_save_path is not None:
+            return jresp([{"id": 0, "n_ctx": 4096, "is_processing": False, "n_prompt_tokens": SLOT["tokens"]}])
         data = [{
             "id": i, "id_task": -1, "n_ctx": 4096, "speculative": False, "is_processing": False,
             "params": {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95},
@@ -478,6 +524,7 @@ def build_app() -> Any:
         pt = approx_tokens(body.get("messages"))
         cid = gen_id("chatcmpl-")
         created = int(time.time())
+        cache = slot_served(pt)
         if not body.get("stream"):
             ct = n if n else 1
             return jresp({
@@ -485,7 +532,7 @@ def build_app() -> Any:
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": content_text()}}],
                 "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-                "timings": timings(pt, ct, delay),
+                "timings": {**timings(pt, ct, delay), **cache},
             })
 
         def ck(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -493,7 +540,7 @@ def build_app() -> Any:
                                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}))
 
         def tail() -> list[bytes]:
-            out = [ck({}, "stop", timings=timings(pt, n, delay))]
+            out = [ck({}, "stop", timings={**timings(pt, n, delay), **cache})]
             if (body.get("stream_options") or {}).get("include_usage"):
                 out.append(sse(with_upstream({
                     "id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
@@ -740,6 +787,7 @@ def build_app() -> Any:
     r.add_get("/stats", stats)
     r.add_get("/received", received)
     r.add_get("/slots", slots)
+    r.add_post("/slots/{slot}", slot_action)
     r.add_get("/props", props)
     r.add_get("/ws", websocket)
     r.add_post("/v1/chat/completions", chat)

@@ -133,29 +133,30 @@ def test_status_records_of_stopped_models() -> None:
         "    aliases: [z-two, z-one]\n"
         "    capabilities: {in: [text, image], out: [text], tools: true, context: 4096}\n"
         f"  alpha:\n    {CMD}\n    unlisted: true\n"
-        f"  Mid:\n    {CMD}\n    capabilities: {{reranker: true}}\n"
+        f"  Mid:\n    {CMD}\n    capabilities: {{reranker: true}}\n    warmSwap: true\n"
     )
-    assert status_records(config, {}) == [
+    assert status_records(config, {}, {"Mid": 4096}) == [
         {
             "id": "Mid", "name": "", "description": "", "state": "stopped", "unlisted": False, "peerID": "",
             "aliases": [], "capabilities": ["reranker"], "context_length": None, "ttl": 0, "pid": None,
-            "error": None,
+            "error": None, "warm_cache_bytes": 4096,
         },
         {
             "id": "alpha", "name": "", "description": "", "state": "stopped", "unlisted": True, "peerID": "",
             "aliases": [], "capabilities": [], "context_length": None, "ttl": 0, "pid": None, "error": None,
+            "warm_cache_bytes": None,
         },
         {
             "id": "zeta", "name": "Zeta", "description": "the last", "state": "stopped", "unlisted": False,
             "peerID": "", "aliases": ["z-two", "z-one"], "capabilities": ["function_calling", "vision"],
-            "context_length": 4096, "ttl": 30, "pid": None, "error": None,
+            "context_length": 4096, "ttl": 30, "pid": None, "error": None, "warm_cache_bytes": None,
         },
     ]
 
 
 def test_status_records_use_the_global_ttl_and_do_not_share_config_lists() -> None:
     config = load_config_text(f"globalTTL: 120\nmodels:\n  m:\n    {CMD}\n    aliases: [a]\n")
-    [record] = status_records(config, {})
+    [record] = status_records(config, {}, {})
     assert record["ttl"] == 120
     record["aliases"].append("b")
     assert config.models["m"].aliases == ["a"]

@@ -79,6 +79,7 @@ class ModelConfig(Section):
     compat: Compat = Field(default_factory=Compat)
     capabilities: Capabilities = Field(default_factory=Capabilities)
     health_check_timeout: int = 0
+    warm_swap: bool | None = None  # None: the global `warmSwap`
 
     _id: str = PrivateAttr(default="")
     _port: int | None = PrivateAttr(default=None)
@@ -118,6 +119,12 @@ class ModelConfig(Section):
     def argv(self) -> list[str]:
         """`cmd` split into arguments (never run through a shell)."""
         return split_command(self.cmd)
+
+    @property
+    def argv_template(self) -> list[str]:
+        """`cmd` split as written, `${PORT}` still in it: the command without the port it
+        happened to get (which may move between runs)."""
+        return split_command(self._template["cmd"]) if self._template is not None else self.argv
 
     @property
     def stop_argv(self) -> list[str]:
@@ -178,6 +185,8 @@ class ModelConfig(Section):
             self.concurrency_limit = DEFAULT_CONCURRENCY_LIMIT
         if self.send_loading_state is None:
             self.send_loading_state = config.send_loading_state
+        if self.warm_swap is None:
+            self.warm_swap = config.warm_swap
         self.health_check_timeout = config.health_check_timeout
         if model_id == COMFYUI_MODEL_ID:
             self.compat.ignore_websockets = True

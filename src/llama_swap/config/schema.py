@@ -18,6 +18,7 @@ from llama_swap.config.fields import (
     PathErrors,
     RawMap,
     Section,
+    Text,
     dotted,
 )
 from llama_swap.config.model import ModelConfig
@@ -48,6 +49,8 @@ DEFAULT_UNLOAD_TIMEOUT = 10
 DEFAULT_MAX_BODY_MB = 1024  # images and audio are large; aiohttp's own 1 MiB would refuse them
 DEFAULT_MAX_HEADER_KB = 64  # request line and fields: browsers' cookies fit, a flood does not
 MIN_HEALTH_CHECK_TIMEOUT = 15
+DEFAULT_WARM_SWAP_MAX_MB = 20480  # saved KV caches on disk, all models together
+DEFAULT_WARM_SWAP_TIMEOUT = 10.0  # seconds a save may delay a stop, or a restore a start
 
 LOG_LEVELS = frozenset({"debug", "info", "warn", "error"})
 LOG_TIME_FORMATS = frozenset({
@@ -95,6 +98,11 @@ class Config(Section):
     log_requests: bool = False
     metrics_max_in_memory: int = 1000
     error_format: Literal["simple", "openai"] = "simple"  # this service's key: the shape of its own errors
+    # this service's keys: llama-server KV caches saved before a stop, restored after a start (warm/)
+    warm_swap: bool = False
+    warm_swap_dir: Text = ""  # "" = the user's cache directory (warm/files.py default_dir)
+    warm_swap_max_mb: int = Field(default=DEFAULT_WARM_SWAP_MAX_MB, ge=1, alias="warmSwapMaxMB")
+    warm_swap_timeout: float = Field(default=DEFAULT_WARM_SWAP_TIMEOUT, gt=0)
     capture_buffer: int = Field(default=0, ge=0)  # Go: 5; off here, see docs/performance.md (captures)
     start_port: int = Field(default=5800, ge=1)
     send_loading_state: bool = False

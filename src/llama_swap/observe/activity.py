@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -148,6 +148,7 @@ class Activity:
         self.captures = captures
         self.metrics = metrics
         self.store = store
+        self.on_usage: Callable[[str, Usage], None] | None = None  # e.g. warm swaps read cache_n
         self.session_headers = session_headers
         self._inflight: dict[int, Tracked] = {}
         self._ids = itertools.count(1)
@@ -178,6 +179,8 @@ class Activity:
         usage = tracked.usage()
         if usage is not None:
             series.record_usage(usage)
+            if self.on_usage is not None:
+                self.on_usage(tracked.model, usage)
         if tracked.metered:
             self._log(tracked, status, usage, end)
         if self.bus.active:

@@ -12,6 +12,7 @@ from typing import Any
 from llama_swap.config import Capabilities, Config, ModelConfig
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.routing.names import Names
+from llama_swap.warm.command import takes_part
 
 # Top-level record fields owned by the capabilities renderer; a model that sets
 # `capabilities` cannot also smuggle them in through `metadata`.
@@ -85,8 +86,10 @@ def _plain(record_id: str, created: int, is_loaded: bool, *, llamaswap: dict[str
     return record
 
 
-def status_records(config: Config, processes: Mapping[str, ModelProcess]) -> list[dict[str, Any]]:
-    """Every local model with its live state: `GET /api/models` and the `modelStatus` event."""
+def status_records(config: Config, processes: Mapping[str, ModelProcess],
+                   warm_bytes: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Every local model with its live state: `GET /api/models` and the `modelStatus` event;
+    `warm_cache_bytes` is the size of its saved KV caches (None: no warm swaps for it)."""
     records = []
     for model_id, model in sorted(config.models.items()):
         process = processes.get(model_id)
@@ -105,6 +108,7 @@ def status_records(config: Config, processes: Mapping[str, ModelProcess]) -> lis
             "ttl": model.ttl,
             "pid": process.pid if process is not None else None,
             "error": process.last_error if state is ProcessState.FAILED and process is not None else None,
+            "warm_cache_bytes": warm_bytes.get(model_id, 0) if takes_part(model.warm_swap, model.argv) else None,
         })
     return records
 

@@ -23,12 +23,15 @@ from llama_swap.observe.metrics import Metrics
 from llama_swap.observe.perf_metrics import SystemCollector
 from llama_swap.observe.performance import PerformanceMonitor
 from llama_swap.observe.store import ActivityStore
+from llama_swap.observe.warm_metrics import WarmCollector
 from llama_swap.process import ModelProcess, ProcessState
 from llama_swap.reaper import Reaper
 from llama_swap.routing.names import Names
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
 from llama_swap.server.listing import status_records
+from llama_swap.warm.command import takes_part
+from llama_swap.warm.swaps import WarmSwaps
 from llama_swap.wire.tunnel import Tunnels
 from llama_swap.wire.upstream import UpstreamClient
 
@@ -60,7 +63,9 @@ class Service:
         self.activity = Activity(
             self.events, self.metrics, _open_store(config), config.ui.activity.session_id, self.captures
         )
-        self.session: aiohttp.ClientSession = make_session()  # health checks
+        self.session: aiohttp.ClientSession = make_session()  # health checks, slot saves and restores
+        self.warm = WarmSwaps(config, self.session)  # KV caches kept across stops (warmSwap)
+        self.activity.on_usage = self.warm.observe
         self.upstreams = UpstreamClient()  # every request to a model's server
         self.tunnels = Tunnels()  # open websockets, closed with their model
         self.reaper = Reaper() if use_reaper else None
@@ -77,6 +82,7 @@ class Service:
         self.metrics.watch_memory(self._running_pids)
         self.performance = PerformanceMonitor(config.performance)  # GET /api/performance
         self.metrics.registry.register(SystemCollector(self.performance))
+        self.metrics.registry.register(WarmCollector(self.warm, lambda: list(self.config.models)))
         self.hardware = HardwareProbe()  # GET /api/hardware
         self._background: set[asyncio.Task[None]] = set()
 
@@ -96,6 +102,7 @@ class Service:
         """
         old, self.config = self.config, new
         use_error_format(new.error_format)
+        self.warm.configure(new)
         was_active, self.names = self.names.active, Names(new)  # no profile is active after a reload (as in Go)
         if was_active is not None and self.events.active:
             self.events.publish(PROFILE_CHANGED, {"active": None})
@@ -137,7 +144,9 @@ class Service:
         self.publish_status()
 
     def model_status(self) -> list[dict[str, Any]]:
-        return status_records(self.config, self.processes)
+        models = self.config.models
+        warm = (m for m, model in models.items() if takes_part(model.warm_swap, model.argv))
+        return status_records(self.config, self.processes, self.warm.cache_sizes(warm))
 
     def publish_status(self) -> None:
         if self.events.active:
@@ -216,6 +225,7 @@ class Service:
             on_crash=self._crashed,
             on_output=self.logs.model(model.id).write,
             reserved_ports=self._ports_given_out,
+            warm=self.warm,
         )
 
     def _ports_given_out(self) -> set[int]:

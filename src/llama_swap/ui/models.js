@@ -4,7 +4,7 @@
 
 import { get, idPath, post } from "./api.js";
 import { store } from "./store.js";
-import { fmtInt, h, prefs, setChildren, spinner, toast } from "./util.js";
+import { fmtBytes, fmtInt, h, prefs, setChildren, spinner, toast } from "./util.js";
 
 const STATE_TEXT = { stopped: "stopped", starting: "starting", ready: "ready", stopping: "stopping", failed: "failed" };
 const loading = new Set(); // model ids with a Load request in flight (survives page switches)
@@ -121,6 +121,10 @@ export function mount(view) {
       setChildren(aliasCell, aliases.length ? h("div.chips", aliases.map((a) => h("span.chip", a))) : h("span.faint", "-"));
       const caps = (Array.isArray(m.capabilities) ? m.capabilities : []).map((c) => h("span.tag", c.replace(/_/g, " ")));
       if (m.context_length) caps.push(h("span.chip", { title: "context length" }, `ctx ${fmtInt(m.context_length)}`));
+      if (typeof m.warm_cache_bytes === "number") {
+        const saved = m.warm_cache_bytes > 0 ? `warm cache ${fmtBytes(m.warm_cache_bytes)}` : "warm swaps";
+        caps.push(h("span.chip.warm", { title: "KV cache saved on disk for its next start (warmSwap)" }, saved));
+      }
       setChildren(capsCell, caps.length ? h("div.chips", caps) : h("span.faint", "-"));
 
       const busyLoading = isLoading || state === "starting";
