@@ -1,4 +1,4 @@
-"""Management endpoints: /health, /running, /v1/models, /unload, /metrics."""
+"""Management endpoints: /health, /running, /v1/models (and one model), /unload, /metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llama_swap.errors import model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.server.listing import model_records, routed_records
 from llama_swap.server.responses import json_response
@@ -38,16 +39,32 @@ async def running(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    def loaded(model: str) -> bool:
-        process = service.processes.get(model)
-        return process is not None and process.pid is not None
-
-    data = model_records(service.config, service.created, loaded)
-    data += routed_records(service.config, service.names, service.created, loaded)
+    """`GET /v1/models` and `GET /models`: one listing for OpenAI clients and for llama.cpp's
+    router clients (the extra fields harm no OpenAI client)."""
+    data = _records(request.app[SERVICE], aliases=None)
     data.sort(key=lambda record: record["id"])
+    return json_response({"object": "list", "data": data}, headers=_cors(request))
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{model}`: the record `/v1/models` lists for that id. An alias answers
+    the record `includeAliasesInList` would list for it (every name a request may use can be
+    looked up); an unlisted model stays hidden (404), as in the listing."""
+    name = request.match_info["model"]
+    for record in _records(request.app[SERVICE], aliases=True):
+        if record["id"] == name:
+            return json_response(record, headers=_cors(request))
+    raise model_not_found(name)
+
+
+def _records(service: Service, *, aliases: bool | None) -> list[dict[str, Any]]:
+    records = model_records(service.config, service.created, service.router_status, aliases=aliases)
+    return records + routed_records(service.config, service.names, service.created, service.router_status)
+
+
+def _cors(request: web.Request) -> dict[str, str] | None:
     origin = request.headers.get("Origin")  # browser UIs list models cross-origin
-    return json_response({"object": "list", "data": data}, headers={"Access-Control-Allow-Origin": origin} if origin else None)
+    return {"Access-Control-Allow-Origin": origin} if origin else None
 
 
 async def unload_all_get(request: web.Request) -> web.Response:
