@@ -239,3 +239,20 @@ def test_props_without_a_model(service: RunningService) -> None:
     load(service, "org/model")
     assert http.get("/props").json()["role"] == "router"  # two running (was a 400)
     assert http.get("/slots").status_code == 400  # other model-less GETs keep their rule
+
+
+def test_a_web_ui_on_another_origin_can_read_the_router_api(service: RunningService) -> None:
+    """llama.cpp's web UI served elsewhere: its preflight, then the answers it reads."""
+    origin = {"Origin": "http://127.0.0.1:9"}
+    preflight = service.http.options("/models/load", headers={
+        **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Headers"] == "content-type"
+    answers = [
+        service.http.get("/props", params={"autoload": "false"}, headers=origin),
+        service.http.get("/v1/models", headers=origin),
+        service.http.post("/models/load", json={"model": "chat"}, headers=origin),
+        service.http.get("/v1/models/chat", headers=origin),
+        service.http.post("/models/unload", json={"model": "chat"}, headers=origin),
+    ]
+    assert [(a.status_code, a.headers.get("Access-Control-Allow-Origin")) for a in answers] == [
+        (200, origin["Origin"])] * len(answers)

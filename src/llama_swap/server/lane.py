@@ -220,7 +220,7 @@ class Lane:
                 raise HTTPError(400, "missing 'model' field in request body")
             running = self._service.router.running()
             if path == "/props" and request.method == b"GET" and wants_router_props(params, len(running)):
-                conn.write(json_answer(200, orjson.dumps(router_props(__version__)), connection=request.connection))
+                _answer_router_props(request, conn)
                 return None
             name = self._the_running_model(request, path, running)
         refuse_load = autoload_refused(params)
@@ -360,6 +360,14 @@ def split_upstream_path(config: Config, names: Names, raw_target: str) -> tuple[
         if model is not None:
             return model, name, tail[len(candidate):]
     raise model_not_found(unquote(segments[0]))
+
+
+def _answer_router_props(request: Incoming, conn: Connection) -> None:
+    """llama.cpp's router `/props` (`router_props.py`), readable cross-origin: llama.cpp's web
+    UI may be served from another origin."""
+    origin = find(request.raw_headers, b"origin")
+    cors = {"Access-Control-Allow-Origin": origin.decode("latin-1")} if origin else None
+    conn.write(json_answer(200, orjson.dumps(router_props(__version__)), cors, connection=request.connection))
 
 
 def redirect(request: Incoming, location: str) -> bytes:

@@ -9,7 +9,7 @@ from aiohttp import web
 from llama_swap.errors import model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.server.listing import model_records, routed_records
-from llama_swap.server.responses import json_response
+from llama_swap.server.responses import cors_headers, json_response
 from llama_swap.server.service import SERVICE, Service
 
 _HEALTH_STATUS = {
@@ -43,7 +43,7 @@ async def list_models(request: web.Request) -> web.Response:
     router clients (the extra fields harm no OpenAI client)."""
     data = _records(request.app[SERVICE], aliases=None)
     data.sort(key=lambda record: record["id"])
-    return json_response({"object": "list", "data": data}, headers=_cors(request))
+    return json_response({"object": "list", "data": data}, headers=cors_headers(request))
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
@@ -53,18 +53,13 @@ async def retrieve_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     for record in _records(request.app[SERVICE], aliases=True):
         if record["id"] == name:
-            return json_response(record, headers=_cors(request))
+            return json_response(record, headers=cors_headers(request))
     raise model_not_found(name)
 
 
 def _records(service: Service, *, aliases: bool | None) -> list[dict[str, Any]]:
     records = model_records(service.config, service.created, service.router_status, aliases=aliases)
     return records + routed_records(service.config, service.names, service.created, service.router_status)
-
-
-def _cors(request: web.Request) -> dict[str, str] | None:
-    origin = request.headers.get("Origin")  # browser UIs list models cross-origin
-    return {"Access-Control-Allow-Origin": origin} if origin else None
 
 
 async def unload_all_get(request: web.Request) -> web.Response:

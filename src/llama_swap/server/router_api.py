@@ -20,7 +20,7 @@ from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.routing.router import RouteError
 from llama_swap.server.request import route_error_headers
-from llama_swap.server.responses import json_response
+from llama_swap.server.responses import cors_headers, json_response
 from llama_swap.server.service import SERVICE, Service
 
 SUCCESS = {"success": True}
@@ -38,7 +38,7 @@ async def load_model(request: web.Request) -> web.Response:
         await service.router.load(model.id)
     except RouteError as exc:
         raise HTTPError(exc.status, exc.message, route_error_headers(exc)) from None
-    return json_response(SUCCESS)
+    return json_response(SUCCESS, headers=cors_headers(request))
 
 
 async def unload_model(request: web.Request) -> web.Response:
@@ -48,7 +48,7 @@ async def unload_model(request: web.Request) -> web.Response:
     if service.processes[model.id].pid is None:
         raise HTTPError(400, f"model '{model.id}' is not running")
     await service.router.unload([model.id])
-    return json_response(SUCCESS)
+    return json_response(SUCCESS, headers=cors_headers(request))
 
 
 async def _named_model(request: web.Request, service: Service) -> ModelConfig:
