@@ -360,3 +360,25 @@ def test_streams_and_plain_requests_back_to_back_all_succeed(service: RunningSer
             response = client.post("/v1/chat/completions", json={**body, "stream": bool(i % 2)})
             assert response.status_code == 200, (i, response.text)
     assert "closes its connection after every stream" in service.log()
+
+
+def test_llama_cpp_router_api_in_front_of_the_real_llama_server(
+    service: RunningService, client: openai.OpenAI, llama_install: LlamaInstall,
+) -> None:
+    """llama.cpp's router API (what its web UI and pi-llama call) over real llama-servers."""
+    http = service.http
+    assert http.get("/unload").status_code == 200  # start with nothing running
+    assert http.get("/props", params={"autoload": "false"}).json()["role"] == "router"
+    assert http.post("/models/load", json={"model": CHAT_B}).json() == {"success": True}
+    record = {r["id"]: r for r in http.get("/models").json()["data"]}[CHAT_B]
+    pid = service.pid_of(CHAT_B)
+    assert record["status"] == {"value": "loaded", "args": proc_argv(pid)}, log_tail(service)  # what really runs
+    props = http.get("/props", params={"model": CHAT_B, "autoload": "false"})
+    assert props.status_code == 200, props.text
+    assert props.json()["model_path"] == str(llama_install.gguf)  # llama-server's own props
+    assert props.json()["total_slots"] == SLOTS_B
+    assert props.json()["default_generation_settings"]["params"]["temperature"] == pytest.approx(TEMP_B, abs=1e-3)
+    assert chat(client, CHAT_B).choices[0].message.content
+    assert http.post("/models/unload", json={"model": CHAT_B}).json() == {"success": True}
+    assert {r["id"]: r for r in http.get("/v1/models").json()["data"]}[CHAT_B]["status"]["value"] == "unloaded"
+    assert not is_alive(pid)

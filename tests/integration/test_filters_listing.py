@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fakes import fake_cmd
+from tests.fakes import FAKE_UPSTREAM, fake_cmd
 from tests.integration.conftest import RunningService, serving, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.example.yaml"
@@ -127,6 +128,10 @@ def test_v1_models_renders_names_metadata_capabilities_and_aliases(start_service
     records = listing["data"]
     created = {record.pop("created") for record in records}
     assert len(created) == 1 and isinstance(created.pop(), int)
+    # each local model's status carries its command, as llama.cpp's router lists it
+    args = {record["id"]: record["status"].pop("args") for record in records}
+    assert args["chat"] == args["talk"] == [sys.executable, str(FAKE_UPSTREAM), "--port", str(LISTING_PORT),
+                                            "--name", "chat"]
     owned = {"object": "model", "owned_by": "llama-swap"}
     unloaded = {"value": "unloaded"}
     chat = {
@@ -188,7 +193,7 @@ def test_example_config_loads_and_lists_its_models(example_service: RunningServi
         "workstation/llama-3.3-70b", "workstation/qwen2.5-vl-72b",  # peer models, as <peer>/<model>
         "openrouter/qwen/qwen3-coder", "openrouter/deepseek/deepseek-chat-v3.1",
     }  # nomic-embed is unlisted; setParamsByID keys are aliases, listed with the others
-    assert all(record["status"] == {"value": "unloaded"} for record in records.values())
+    assert all(record["status"]["value"] == "unloaded" for record in records.values())
     assert records["chat"]["meta"]["llamaswap"] == {
         "kind": "router", "type": "selector", "strategy": "warm",
         "targets": ["gemma3-12b", "qwen3-coder-30b", "gpt-oss-120b"]}

@@ -7,15 +7,28 @@ from typing import Any
 import pytest
 
 from llama_swap.config import load_config_text
-from llama_swap.server.listing import model_records
+from llama_swap.process import ProcessState
+from llama_swap.redact import use_secrets
+from llama_swap.server.listing import model_records, router_status
 
 CREATED = 1714000000
 CMD = "cmd: llama-server --port ${PORT}"
+UNLOADED = {"value": "unloaded", "args": ["llama-server", "--port", "5800"]}
 
 
 def records(models_yaml: str, header: str = "", loaded: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The records with every model in ``loaded`` ready, the others stopped."""
     config = load_config_text(f"{header}\nmodels:\n{models_yaml}")
-    return model_records(config, CREATED, lambda model_id: model_id in loaded)
+
+    def status_of(model_id: str) -> dict[str, Any]:
+        state = ProcessState.READY if model_id in loaded else ProcessState.STOPPED
+        return router_status(state, config.models[model_id].argv, None)
+
+    return model_records(config, CREATED, status_of)
+
+
+def stopped(model_id: str) -> dict[str, Any]:
+    return {"value": "unloaded"}
 
 
 def only(models_yaml: str, **kwargs: Any) -> dict[str, Any]:
@@ -30,7 +43,7 @@ def test_plain_model_record() -> None:
         "created": CREATED,
         "owned_by": "llama-swap",
         "meta": {"llamaswap": {"type": "model"}},
-        "status": {"value": "unloaded"},
+        "status": UNLOADED,
     }
 
 
@@ -43,10 +56,7 @@ def test_sorted_by_id_and_unlisted_hidden() -> None:
 
 def test_loaded_status_is_asked_per_model() -> None:
     listed = records(f"  a:\n    {CMD}\n  b:\n    {CMD}\n", loaded=frozenset({"b"}))
-    assert {record["id"]: record["status"] for record in listed} == {
-        "a": {"value": "unloaded"},
-        "b": {"value": "loaded"},
-    }
+    assert {record["id"]: record["status"]["value"] for record in listed} == {"a": "unloaded", "b": "loaded"}
 
 
 @pytest.mark.parametrize(
@@ -190,7 +200,7 @@ def test_aliases_listed_as_records_when_enabled() -> None:
         "name": "M",
         "context_length": 100,
         "meta": {"llamaswap": {"k": "v", "type": "alias", "modelID": "m"}, "n_ctx": 100},
-        "status": {"value": "loaded"},
+        "status": {"value": "loaded", "args": ["llama-server", "--port", "5801"]},  # ports go in id order
     }
     assert listed[1]["meta"]["llamaswap"] == {"k": "v", "type": "model", "aliases": ["z-alias", "a-alias"]}
 
@@ -200,8 +210,44 @@ def test_records_do_not_share_mutable_state_with_the_config() -> None:
         f"includeAliasesInList: true\nmodels:\n  m:\n    {CMD}\n    aliases: [a]\n"
         "    capabilities: {in: [text], out: [text]}\n"
     )
-    first = model_records(config, CREATED, lambda _: False)
+    first = model_records(config, CREATED, stopped)
     first[1]["meta"]["llamaswap"]["aliases"].append("x")
     first[1]["architecture"]["input_modalities"].append("x")
-    assert model_records(config, CREATED, lambda _: False) != first
+    assert model_records(config, CREATED, stopped) != first
     assert config.models["m"].aliases == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("state", "value"),
+    [
+        (ProcessState.STOPPED, "unloaded"),
+        (ProcessState.STARTING, "loading"),
+        (ProcessState.READY, "loaded"),
+        (ProcessState.STOPPING, "loaded"),  # until its process is gone, as llama-server's router says
+        (ProcessState.FAILED, "unloaded"),
+    ],
+)
+def test_states_are_named_as_llama_cpp_router_names_them(state: ProcessState, value: str) -> None:
+    assert router_status(state, ["llama-server"], None)["value"] == value
+
+
+def test_a_failed_start_says_so_and_why() -> None:
+    assert router_status(ProcessState.FAILED, ["srv"], "exited with code 1") == {
+        "value": "unloaded", "args": ["srv"], "failed": True, "error": "exited with code 1"}
+
+
+def test_args_hide_secrets() -> None:
+    use_secrets(["sk-configured-key"])
+    try:
+        status = router_status(ProcessState.READY, [
+            "llama-server", "--api-key", "hunter2", "--hf-token=abc", "--alias", "x-sk-configured-key"], None)
+    finally:
+        use_secrets([])
+    assert status["args"] == [
+        "llama-server", "--api-key", "[REDACTED]", "--hf-token=[REDACTED]", "--alias", "x-[REDACTED]"]
+
+
+def test_aliases_can_be_asked_for_whatever_the_setting() -> None:
+    config = load_config_text(f"models:\n  m:\n    {CMD}\n    aliases: [a]\n")
+    assert [r["id"] for r in model_records(config, CREATED, stopped)] == ["m"]
+    assert [r["id"] for r in model_records(config, CREATED, stopped, aliases=True)] == ["a", "m"]

@@ -50,12 +50,13 @@ STREAMING_POSTS = [
     "/completion",
     "/infill",
 ]
-MODEL_QUERY_GETS = ["/v1/audio/voices", "/props", "/sdapi/v1/loras"]
+MODEL_QUERY_GETS = ["/v1/audio/voices", "/sdapi/v1/loras"]
 PASSTHROUGH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 EXPECTED_OPERATIONS = (
     {("POST", p) for p in INFERENCE_POSTS}
     | {("GET", p) for p in MODEL_QUERY_GETS}
+    | {("GET", "/props"), ("GET", "/v1/models/{model}"), ("POST", "/models/load"), ("POST", "/models/unload")}
     | {(m, "/upstream/{model}/{path}") for m in PASSTHROUGH_METHODS}
     | {
         ("GET", "/slots"),
@@ -284,6 +285,21 @@ def test_slots_model_query_is_optional(doc: dict[str, Any]) -> None:
     (param,) = all_parameters(doc, "GET", "/slots")
     assert (param["name"], param["in"], param.get("required", False)) == ("model", "query", False)
     assert {"200", "400", "404", "502", "503"} <= set(operation(doc, "GET", "/slots")["responses"])
+
+
+def test_props_model_is_optional_and_autoload_documented(doc: dict[str, Any]) -> None:
+    params = {p["name"]: p for p in all_parameters(doc, "GET", "/props")}
+    assert set(params) == {"model", "autoload"} and not params["model"].get("required", False)
+    assert {"200", "400", "404", "429", "502", "503"} <= set(operation(doc, "GET", "/props")["responses"])
+    assert _json_examples(doc, "GET", "/props", "200")[0]["role"] == "router"
+
+
+def test_router_load_and_unload_shapes(doc: dict[str, Any]) -> None:
+    for path in ("/models/load", "/models/unload"):
+        assert _json_examples(doc, "POST", path, "200") == [{"success": True}]
+        assert {"400", "404"} <= set(operation(doc, "POST", path)["responses"])
+    status = doc["components"]["schemas"]["RouterStatus"]
+    assert status["properties"]["value"]["enum"] == ["unloaded", "loading", "loaded"]
 
 
 def test_error_schema_and_examples(doc: dict[str, Any]) -> None:

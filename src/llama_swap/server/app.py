@@ -24,6 +24,7 @@ from llama_swap.server.ollama_api import add_ollama_routes
 from llama_swap.server.performance_api import add_performance_routes
 from llama_swap.server.profiles_api import add_profile_routes
 from llama_swap.server.responses import error_response
+from llama_swap.server.router_api import add_router_routes
 from llama_swap.server.service import SERVICE, Service
 from llama_swap.server.ui import add_ui_routes
 
@@ -130,6 +131,8 @@ def build_app(config: Config, *, use_reaper: bool = True) -> web.Application:
     app.router.add_get("/running", manage.running)
     app.router.add_get("/v1/models", manage.list_models)
     app.router.add_get("/models", manage.list_models)
+    app.router.add_get("/v1/models/{model:.+}", manage.retrieve_model)
+    add_router_routes(app)
     app.router.add_get("/unload", manage.unload_all_get)
     app.router.add_post("/api/models/unload", manage.unload_all_post)
     app.router.add_get("/metrics", manage.metrics)

@@ -19,6 +19,7 @@ import orjson
 from multidict import MultiDict
 from yarl import URL
 
+from llama_swap import __version__
 from llama_swap.config import Config, ModelConfig
 from llama_swap.config.model import COMFYUI_MODEL_ID
 from llama_swap.dialects import ollama
@@ -42,6 +43,7 @@ from llama_swap.server.extract import model_from_body, model_from_query
 from llama_swap.server.filters import rewrite_request, with_model
 from llama_swap.server.loading import serve_while_loading, wants_loading_state
 from llama_swap.server.request import Handling
+from llama_swap.server.router_props import autoload_refused, router_props, wants_router_props
 from llama_swap.server.service import Service
 from llama_swap.server.websocket import serve_ignored, serve_leased, serve_peer
 from llama_swap.wire.framing import head, json_answer
@@ -151,14 +153,17 @@ class Lane:
                 call = self._comfyui_call(request, conn, plan, strip)
                 if call is None:
                     return  # the redirect to /comfyui/
-            elif request.method == b"POST" and request.target.partition(b"?")[0] in _OLLAMA_TARGETS:
+            elif (request.method == b"POST" and request.target not in _INFERENCE_TARGETS
+                  and request.target.partition(b"?")[0] in _OLLAMA_TARGETS):
                 asked = self._ollama_asked(request, plan)
                 if asked.target is None:
                     await self._ollama_control(asked, request, conn)
                     return
                 call, translation = self._ollama_call(asked, request, plan, strip)
             else:
-                call = self._model_call(request, plan, strip)
+                call = self._model_call(request, conn, plan, strip)
+                if call is None:
+                    return  # answered by the service itself (the router's /props)
         except HTTPError as exc:
             conn.write(error_answer(exc.status, exc.message, exc.headers, connection=request.connection))
             return
@@ -212,35 +217,46 @@ class Lane:
             raise HTTPError(400, f"invalid request target: {problem}")
         return strip
 
-    def _model_call(self, request: Incoming, plan: _Plan, strip: frozenset[bytes]) -> Call:
-        """A request naming its model in the body or the query, or meant for the one running."""
+    def _model_call(self, request: Incoming, conn: Connection, plan: _Plan, strip: frozenset[bytes]) -> Call | None:
+        """A request naming its model in the body or the query, or meant for the one running;
+        None when the service answered it itself (`GET /props` of the router, `router_props.py`)."""
         target = request.target
         raw_path, _, query = target.partition(b"?")
         body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
         content_type = request.content_type.decode("utf-8", "surrogateescape")
         name = model_from_body(content_type, body)
-        if name is None and query:
-            name = model_from_query(MultiDict(parse_qsl(query.decode("utf-8", "surrogateescape"), keep_blank_values=True)))
+        params = MultiDict(parse_qsl(query.decode("utf-8", "surrogateescape"), keep_blank_values=True)) if query else None
+        if name is None and params is not None:
+            name = model_from_query(params)
         path = raw_path.decode("latin-1")
         if name is None:
             if body:
                 raise HTTPError(400, "missing 'model' field in request body")
-            name = self._the_running_model(request, path)
-        return self._named_call(name, target, path, content_type, body, plan, strip)
+            running = self._service.router.running()
+            if path == "/props" and request.method == b"GET" and wants_router_props(params, len(running)):
+                _answer_router_props(request, conn)
+                return None
+            name = self._the_running_model(request, path, running)
+        return self._named_call(name, target, path, content_type, body, plan, strip, autoload_refused(params))
 
     def _named_call(self, name: str, target: bytes, path: str, content_type: str, body: bytes, plan: _Plan,
-                    strip: frozenset[bytes]) -> Call:
-        """The call for the model ``name`` resolves to, its body through that model's filters."""
+                    strip: frozenset[bytes], refuse_load: bool = False) -> Call:
+        """The call for the model ``name`` resolves to, its body through that model's filters
+        (``refuse_load``, llama.cpp's `?autoload=false`: only if it is loaded or loading already)."""
         names = self._service.names
         if names.pins is None:
             found = plan.local(name)  # the common case: a model id or alias, no profile active
             if found is not None:
                 model, model_id = found
+                if refuse_load:
+                    self._check_loaded(model_id, name)
                 if body:
                     body = rewrite_request(model, name, content_type, body)
                 return Call(model_id, name, target, path, body, True, strip)
         destination = names.resolve(name, self._service.state_of)
         try:
+            if refuse_load and destination.peer is None:
+                self._check_loaded(destination.model, name)
             filtered = destination.peer or plan.config.models[destination.model]
             if body:
                 if destination.selector is not None and destination.peer is None:
@@ -296,9 +312,13 @@ class Lane:
             service.names.release(destination)
         conn.write(json_answer(200, orjson.dumps(control_answer(asked, reason)), connection=request.connection))
 
-    def _the_running_model(self, request: Incoming, path: str) -> str:
+    def _check_loaded(self, model_id: str, name: str) -> None:
+        """`?autoload=false`: the model must be loaded or loading already (llama.cpp's router)."""
+        if self._service.state_of(model_id) not in (ProcessState.READY, ProcessState.STARTING):
+            raise HTTPError(400, f"model '{name}' is not loaded, and the request's autoload parameter says not to load it")
+
+    def _the_running_model(self, request: Incoming, path: str, running: list[str]) -> str:
         """A request naming no model (e.g. `GET /slots`) goes to the one running model."""
-        running = self._service.router.running()
         if len(running) == 1:
             return running[0]
         where = "none is running" if not running else f"{len(running)} are running: {', '.join(running)}"
@@ -404,6 +424,14 @@ def split_upstream_path(config: Config, names: Names, raw_target: str) -> tuple[
         if model is not None:
             return model, name, tail[len(candidate):]
     raise model_not_found(unquote(segments[0]))
+
+
+def _answer_router_props(request: Incoming, conn: Connection) -> None:
+    """llama.cpp's router `/props` (`router_props.py`), readable cross-origin: llama.cpp's web
+    UI may be served from another origin."""
+    origin = find(request.raw_headers, b"origin")
+    cors = {"Access-Control-Allow-Origin": origin.decode("latin-1")} if origin else None
+    conn.write(json_answer(200, orjson.dumps(router_props(__version__)), cors, connection=request.connection))
 
 
 def redirect(request: Incoming, location: str) -> bytes:

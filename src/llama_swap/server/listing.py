@@ -1,4 +1,6 @@
-"""The `data` records of GET /v1/models, shaped like llama-swap's (OpenRouter-style) listing.
+"""The `data` records of GET /v1/models, shaped like llama-swap's (OpenRouter-style) listing,
+with each local model's `status` as llama.cpp's router gives it (`value` and `args`), so
+llama.cpp's web UI and agents built for its router read our listing unchanged.
 
 Pure functions of the config and the load state, so the handler stays a thin wrapper and
 the shape can be tested without a server.
@@ -11,8 +13,23 @@ from typing import Any
 
 from llama_swap.config import Capabilities, Config, ModelConfig
 from llama_swap.process import ModelProcess, ProcessState
+from llama_swap.redact import mask_secrets, redact_argv
 from llama_swap.routing.names import Names
 from llama_swap.warm.command import takes_part
+
+StatusOf = Callable[[str], dict[str, Any]]
+"""A local model's `status` record (`router_status`), by model id."""
+
+# Our states as llama.cpp's router names them (`unloaded`, `loading`, `loaded`): a model
+# being stopped stays `loaded` until its process is gone, as in llama-server's router, and a
+# failed start is `unloaded` with `failed: true` (llama-server adds `exit_code`; we say why).
+ROUTER_STATUS = {
+    ProcessState.STOPPED: "unloaded",
+    ProcessState.STARTING: "loading",
+    ProcessState.READY: "loaded",
+    ProcessState.STOPPING: "loaded",
+    ProcessState.FAILED: "unloaded",
+}
 
 # Top-level record fields owned by the capabilities renderer; a model that sets
 # `capabilities` cannot also smuggle them in through `metadata`.
@@ -27,31 +44,44 @@ _MODALITY_FLAGS = (
 )
 
 
-def model_records(config: Config, created: int, loaded: Callable[[str], bool]) -> list[dict[str, Any]]:
-    """Listed local models (and their aliases when `includeAliasesInList`), sorted by id.
+def router_status(state: ProcessState, argv: list[str], error: str | None) -> dict[str, Any]:
+    """A local model's `status`: llama.cpp's value for ``state`` and the command it runs
+    (or would run) as `args`, secrets hidden (`--api-key` values, the configured keys)."""
+    status: dict[str, Any] = {"value": ROUTER_STATUS[state], "args": [mask_secrets(arg) for arg in redact_argv(argv)]}
+    if state is ProcessState.FAILED:
+        status["failed"] = True
+        status["error"] = error
+    return status
 
-    `loaded(model_id)` says whether the model's process is in any non-stopped state.
-    """
+
+def model_records(config: Config, created: int, status_of: StatusOf, *, aliases: bool | None = None) -> list[dict[str, Any]]:
+    """Listed local models (and their aliases when ``aliases``, by default when
+    `includeAliasesInList`), sorted by id."""
+    with_aliases = config.include_aliases_in_list if aliases is None else aliases
     records: list[dict[str, Any]] = []
     for model_id, model in config.models.items():
         if model.unlisted:
             continue
-        is_loaded = loaded(model_id)
+        status = status_of(model_id)
         internal: dict[str, Any] = {"type": "model"}
         if model.aliases:
             internal["aliases"] = list(model.aliases)
-        records.append(_record(model_id, model, created, is_loaded, internal))
-        if config.include_aliases_in_list:
+        records.append(_record(model_id, model, created, status, internal))
+        if with_aliases:
             for alias in model.aliases:
-                records.append(_record(alias, model, created, is_loaded, {"type": "alias", "modelID": model_id}))
+                records.append(_record(alias, model, created, status, {"type": "alias", "modelID": model_id}))
     records.sort(key=lambda record: record["id"])
     return records
 
 
-def routed_records(config: Config, names: Names, created: int, loaded: Callable[[str], bool]) -> list[dict[str, Any]]:
+def routed_records(config: Config, names: Names, created: int, status_of: StatusOf) -> list[dict[str, Any]]:
     """What else a request may name, as llama-swap lists it: every peer model as
     `<peer>/<model>`, the listed selectors, and the active profile's pins that are not a
-    name already (a disabled pin is not listed)."""
+    name already (a disabled pin is not listed). Their `status` is `loaded` when a local
+    model behind them is in any non-stopped state (peers: always `unloaded`)."""
+    def loaded(model_id: str) -> bool:
+        return model_id in config.models and status_of(model_id)["value"] != "unloaded"
+
     records = []
     for peer_id, peer in sorted(config.peers.items()):
         for model in dict.fromkeys(peer.models):
@@ -114,7 +144,7 @@ def status_records(config: Config, processes: Mapping[str, ModelProcess],
 
 
 def _record(
-    record_id: str, model: ModelConfig, created: int, is_loaded: bool, internal: dict[str, Any],
+    record_id: str, model: ModelConfig, created: int, status: dict[str, Any], internal: dict[str, Any],
 ) -> dict[str, Any]:
     """One record; `internal` keys (type, aliases, modelID) win over user metadata."""
     record: dict[str, Any] = {"id": record_id, "object": "model", "created": created, "owned_by": "llama-swap"}
@@ -131,7 +161,7 @@ def _record(
     if caps.context > 0:
         meta["n_ctx"] = caps.context
     record["meta"] = meta
-    record["status"] = {"value": "loaded" if is_loaded else "unloaded"}
+    record["status"] = status
     return record
 
 

@@ -1,4 +1,4 @@
-"""Management endpoints: /health, /running, /v1/models, /unload, /metrics."""
+"""Management endpoints: /health, /running, /v1/models (and one model), /unload, /metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from llama_swap.errors import model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.server.listing import model_records, routed_records
-from llama_swap.server.responses import json_response
+from llama_swap.server.responses import cors_headers, json_response
 from llama_swap.server.service import SERVICE, Service
 
 _HEALTH_STATUS = {
@@ -39,20 +40,32 @@ async def running(request: web.Request) -> web.Response:
 
 def listed_models(service: Service) -> list[dict[str, Any]]:
     """What `GET /v1/models` lists (also Ollama's `/api/tags`), sorted by id."""
-    def loaded(model: str) -> bool:
-        process = service.processes.get(model)
-        return process is not None and process.pid is not None
-
-    data = model_records(service.config, service.created, loaded)
-    data += routed_records(service.config, service.names, service.created, loaded)
+    data = _records(service, aliases=None)
     data.sort(key=lambda record: record["id"])
     return data
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """`GET /v1/models` and `GET /models`: one listing for OpenAI clients and for llama.cpp's
+    router clients (the extra fields harm no OpenAI client)."""
     data = listed_models(request.app[SERVICE])
-    origin = request.headers.get("Origin")  # browser UIs list models cross-origin
-    return json_response({"object": "list", "data": data}, headers={"Access-Control-Allow-Origin": origin} if origin else None)
+    return json_response({"object": "list", "data": data}, headers=cors_headers(request))
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{model}`: the record `/v1/models` lists for that id. An alias answers
+    the record `includeAliasesInList` would list for it (every name a request may use can be
+    looked up); an unlisted model stays hidden (404), as in the listing."""
+    name = request.match_info["model"]
+    for record in _records(request.app[SERVICE], aliases=True):
+        if record["id"] == name:
+            return json_response(record, headers=cors_headers(request))
+    raise model_not_found(name)
+
+
+def _records(service: Service, *, aliases: bool | None) -> list[dict[str, Any]]:
+    records = model_records(service.config, service.created, service.router_status, aliases=aliases)
+    return records + routed_records(service.config, service.names, service.created, service.router_status)
 
 
 async def unload_all_get(request: web.Request) -> web.Response:

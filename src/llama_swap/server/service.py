@@ -29,7 +29,7 @@ from llama_swap.reaper import Reaper
 from llama_swap.routing.names import Names
 from llama_swap.routing.policy import build_policy
 from llama_swap.routing.router import RouteError, Router
-from llama_swap.server.listing import status_records
+from llama_swap.server.listing import router_status, status_records
 from llama_swap.warm.command import takes_part
 from llama_swap.warm.swaps import WarmSwaps
 from llama_swap.wire.tunnel import Tunnels
@@ -156,6 +156,14 @@ class Service:
         """A local model's state (stopped when it has no process, e.g. just removed)."""
         process = self.processes.get(model_id)
         return process.state if process is not None else ProcessState.STOPPED
+
+    def router_status(self, model_id: str) -> dict[str, Any]:
+        """A local model's `status` in the model listings: its state as llama.cpp's router
+        names it and the command it runs (its process's: the port may have moved)."""
+        process = self.processes.get(model_id)
+        if process is None:
+            return router_status(ProcessState.STOPPED, self.config.models[model_id].argv, None)
+        return router_status(process.state, process.config.argv, process.last_error)
 
     def activate_profile(self, name: str | None) -> None:
         """Switch the active profile (None: none); KeyError for an unknown one."""
