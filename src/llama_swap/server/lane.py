@@ -153,8 +153,7 @@ class Lane:
                 call = self._comfyui_call(request, conn, plan, strip)
                 if call is None:
                     return  # the redirect to /comfyui/
-            elif (request.method == b"POST" and request.target not in _INFERENCE_TARGETS
-                  and request.target.partition(b"?")[0] in _OLLAMA_TARGETS):
+            elif request.method == b"POST" and request.target.partition(b"?")[0] in _OLLAMA_TARGETS:
                 asked = self._ollama_asked(request, plan)
                 if asked.target is None:
                     await self._ollama_control(asked, request, conn)
