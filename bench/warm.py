@@ -1,6 +1,6 @@
 """Warm swaps with the real llama-server + SmolLM2-135M (issue #15).
 
-Two models on the same GGUF, one at a time. Each trial: a conversation of about 2,000 tokens
+Two models on the same GGUF, one at a time. Each trial: a conversation of about 2,000 tokens (the issue's figure)
 on smol-a (turn one), a swap to smol-b (`GET /upstream/smol-b/load`: smol-a stopped, which
 with warm swaps saves its slot first), a swap back (`…/smol-a/load`: restored before it is
 ready), then turn two of the conversation, timed alone (`max_tokens: 1`: its prefill). The
@@ -15,6 +15,7 @@ llama-server's own start-time noise (0.5–3 s on a busy machine) makes too coar
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +26,7 @@ from bench.swap import LlamaInstall
 
 A, B = "smol-a", "smol-b"
 FACTS = " ".join(f"Fact {n}: the {n}th lantern on the harbour wall is painted {colour}." for n, colour in
-                 zip(range(1, 131), ["red", "green", "blue", "amber", "white", "violet"] * 22))
+                 zip(range(1, 104), ["red", "green", "blue", "amber", "white", "violet"] * 18))
 TURN_1 = [{"role": "system", "content": "You answer briefly."},
           {"role": "user", "content": f"Remember these facts. {FACTS} Which colour is lantern 7?"}]
 
@@ -64,8 +65,8 @@ def _summary_mean_ms(metrics: str, name: str) -> float | None:
     return round(values["sum"] / values["count"] * 1e3, 1)
 
 
-def _run(install: LlamaInstall, workdir: Path, *, warm: bool, trials: int) -> dict[str, object]:
-    settings = {"warmSwap": warm, "warmSwapDir": str(workdir / "warm-caches")}
+def _run(install: LlamaInstall, workdir: Path, caches: Path, *, warm: bool, trials: int) -> dict[str, object]:
+    settings = {"warmSwap": warm, "warmSwapDir": str(caches)}
     next_turn: list[float] = []
     away: list[float] = []
     back: list[float] = []
@@ -101,8 +102,9 @@ def _run(install: LlamaInstall, workdir: Path, *, warm: bool, trials: int) -> di
 def measure(install: LlamaInstall, workdir: Path, *, trials: int) -> dict[str, object]:
     """The same trials without and with warm swaps (ms)."""
     procs.pin_self(None)
-    cold = _run(install, workdir, warm=False, trials=trials)
-    warm = _run(install, workdir, warm=True, trials=trials)
+    with tempfile.TemporaryDirectory(prefix="warm-caches-") as caches:
+        cold = _run(install, workdir, Path(caches), warm=False, trials=trials)
+        warm = _run(install, workdir, Path(caches), warm=True, trials=trials)
     off, on = cold["next_turn_ms"]["p50"], warm["next_turn_ms"]["p50"]  # type: ignore[index]
     save, restore = warm["save_mean_ms"], warm["restore_mean_ms"]
     return {

@@ -121,3 +121,17 @@ async def test_the_first_request_after_a_restore_tells_a_hit_from_a_miss(caplog:
             warm.observe("m", Usage(cached_tokens=0))
     assert stats.misses == MISSES_WARNED
     assert [r.getMessage() for r in caplog.records if "not paying" in r.getMessage()] != []
+
+
+async def test_files_set_aside_by_a_service_that_died_are_deleted_at_start(tmp_path: Path) -> None:
+    own = tmp_path / "warm" / files.stem_for("m")
+    own.mkdir(parents=True)
+    kept = own / files.file_name(files.stem_for("m"), "0123456789abcdef", 0)
+    kept.write_bytes(b"cache")
+    aside = own / (kept.name + files.ASIDE)
+    aside.write_bytes(b"old cache")
+    config = load_config_text(f"warmSwapDir: {tmp_path / 'warm'}\nmodels:\n  m:\n    cmd: llama-server --port ${{PORT}}\n",
+                              "c.yaml")
+    async with aiohttp.ClientSession() as session:
+        WarmSwaps(config, session)
+    assert kept.exists() and not aside.exists()

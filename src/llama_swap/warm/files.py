@@ -24,6 +24,7 @@ MIN_FREE_SHARE = 0.05
 _NAME = re.compile(r"^(?P<stem>.+)\.(?P<key>[0-9a-f]{16})\.slot(?P<slot>\d+)\.bin$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _MODEL_FLAGS = ("-m", "--model")
+ASIDE = ".old"  # a previous cache file moved out of a new save's way, being deleted
 
 
 class SavedFile(NamedTuple):
@@ -97,6 +98,17 @@ def scan(directories: Iterable[str]) -> list[SavedFile]:
             found.append(SavedFile(Path(entry.path), match["stem"], match["key"], int(match["slot"]),
                                    stat.st_size, stat.st_mtime))
     return sorted(found, key=lambda f: f.mtime)
+
+
+def set_aside(directories: Iterable[str]) -> list[Path]:
+    """Cache files moved aside (`…bin.old`) and not yet deleted."""
+    found: list[Path] = []
+    for directory in directories:
+        try:
+            found += [Path(e.path) for e in os.scandir(directory) if e.name.endswith(".bin" + ASIDE)]
+        except OSError:
+            continue
+    return found
 
 
 def over_budget(files: list[SavedFile], budget: int) -> list[SavedFile]:

@@ -65,6 +65,7 @@ class WarmSwaps:
         self.stats: dict[str, WarmStats] = {}
         self._pending: dict[str, int] = {}  # model -> tokens restored, until its first request reports cache_n
         self._bytes_per_token: dict[str, float] = {}  # learned from saves: the room a save needs
+        self._deleting: set[asyncio.Future[int]] = set()  # files set aside, being deleted in a thread
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -73,6 +74,7 @@ class WarmSwaps:
         self.budget = config.warm_swap_max_mb * MB
         self.timeout = config.warm_swap_timeout
         self._dirs = {os.path.join(self.directory, entry) for entry in _subdirs(self.directory)}
+        files.remove(files.set_aside(self._dirs))  # left by a service that died while deleting them
 
     def plan(self, model: ModelConfig) -> tuple[list[str], WarmRun | None]:
         """The command to start ``model`` with, and its warm run (None: no warm swaps)."""
@@ -125,6 +127,7 @@ class WarmSwaps:
                             model, slot, run.directory)
                 continue
             name = files.file_name(run.stem, run.key, slot)
+            self._set_aside(Path(run.directory) / name)
             writing.append(name)
             began = time.monotonic()
             moved = await slots.save(self._session, base, slot, name)
@@ -219,6 +222,19 @@ class WarmSwaps:
             log.info("[%s] warm swap: discarded %d saved cache file(s): its command or model file changed",
                      model, len(stale))
         return [f for f in mine if f.key == run.key]
+
+    def _set_aside(self, path: Path) -> None:
+        """Move the slot's previous file out of the way and delete it in a thread: llama-server
+        writes a new file in about half the time it takes to overwrite one (measured: 17 ms
+        against 35–41 ms for 45 MB), and the stop is not kept waiting for the deletion."""
+        aside = path.with_name(path.name + files.ASIDE)
+        try:
+            path.rename(aside)
+        except FileNotFoundError:
+            return
+        task = asyncio.get_running_loop().run_in_executor(None, files.remove, [aside])
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
 
     def _keep_budget(self) -> None:
         evicted = files.over_budget(files.scan(self._dirs), self.budget)
