@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from llama_swap.errors import HTTPError
+from llama_swap.server.extract import json_object
 
 Kind = Literal["chat", "generate", "embed", "embeddings"]
 
@@ -61,7 +62,7 @@ class Asked(NamedTuple):
 def translate(path: str, raw: bytes) -> Asked:
     """The OpenAI request for an Ollama request to ``path`` (one of `PATHS`)."""
     kind = PATHS[path]
-    data = _object(raw)
+    data = json_object(raw)
     model = data.get("model")
     if model is None:
         raise HTTPError(400, "missing 'model' field in request body")
@@ -96,16 +97,6 @@ def translate(path: str, raw: bytes) -> Asked:
     if target == CHAT:
         _think(body, data.get("think"))
     return Asked(kind, model, stream, keep_alive, target, body)
-
-
-def _object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise HTTPError(400, "request body must be a JSON object with a 'model' field")
-    return data
 
 
 def _flag(data: dict[str, Any], name: str, default: bool) -> bool:

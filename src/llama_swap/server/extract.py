@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 import orjson
@@ -44,13 +44,19 @@ def model_from_query(query: MultiMapping[str]) -> str | None:
     return _check(value) if value is not None else None
 
 
-def _model_from_json(body: bytes) -> str | None:
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (with a 'model' field): 400 otherwise."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise HTTPError(400, "request body must be a JSON object with a 'model' field")
+    return data
+
+
+def _model_from_json(body: bytes) -> str | None:
+    data = json_object(body)
     if "model" not in data:
         return None
     value = data["model"]
