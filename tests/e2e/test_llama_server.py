@@ -14,6 +14,7 @@ import random
 import shlex
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,12 +72,18 @@ def config_text(install: LlamaInstall, start_port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextmanager
+def serving_models(install: LlamaInstall, work: Path) -> Iterator[RunningService]:
+    """The service in front of this module's three real models (config_text), in ``work``."""
+    config_path = work / "config.yaml"
+    config_path.write_text(config_text(install, _free_port_block(3)))
+    with serving(config_path, work / "service.log") as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def service(llama_install: LlamaInstall, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    work = tmp_path_factory.mktemp("e2e")
-    config_path = work / "config.yaml"
-    config_path.write_text(config_text(llama_install, _free_port_block(3)))
-    with serving(config_path, work / "service.log") as running:
+    with serving_models(llama_install, tmp_path_factory.mktemp("e2e")) as running:
         yield running
 
 

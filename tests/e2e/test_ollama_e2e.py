@@ -13,9 +13,9 @@ import ollama
 import pytest
 
 from tests.e2e.conftest import LlamaInstall
-from tests.e2e.test_llama_server import CHAT_A, CHAT_B, EMBED, _free_port_block, config_text
+from tests.e2e.test_llama_server import CHAT_A, CHAT_B, EMBED, log_tail, serving_models
 from tests.fakes import is_alive
-from tests.integration.conftest import RunningService, serving
+from tests.integration.conftest import RunningService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120, func_only=True)]
 
@@ -25,20 +25,13 @@ SHORT = {"num_predict": 8, "temperature": 0}
 
 @pytest.fixture(scope="module")
 def service(llama_install: LlamaInstall, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    work = tmp_path_factory.mktemp("e2e-ollama")
-    config_path = work / "config.yaml"
-    config_path.write_text(config_text(llama_install, _free_port_block(3)))
-    with serving(config_path, work / "service.log") as running:
+    with serving_models(llama_install, tmp_path_factory.mktemp("e2e-ollama")) as running:
         yield running
 
 
 @pytest.fixture
 def client(service: RunningService) -> ollama.Client:
     return ollama.Client(host=service.url, timeout=110)
-
-
-def log_tail(service: RunningService) -> str:
-    return "service log (tail):\n" + service.log()[-4000:]
 
 
 def test_chat_whole_with_llama_servers_counts(service: RunningService, client: ollama.Client) -> None:

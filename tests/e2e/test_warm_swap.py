@@ -161,3 +161,31 @@ def test_a_changed_command_discards_the_saved_cache(llama_install: LlamaInstall,
     assert answer.model_extra["timings"]["cache_n"] == 0
     assert not any(path.exists() for path in saved)
     assert "discarded 1 saved cache file(s): its command or model file changed" in second.log()
+
+
+SHIPS = " ".join(f"Ship {n} in the fleet is named the {name} {n} and sails on {day}." for n, name, day in
+                 zip(range(1, 51), ["Albatross", "Heron", "Petrel", "Gannet", "Tern"] * 10,
+                     ["Monday", "Tuesday", "Thursday", "Saturday", "Sunday"] * 10))
+OTHER_TURN_1 = [{"role": "system", "content": "Reply in one word."},
+                {"role": "user", "content": f"Here is the fleet. {SHIPS} On which day does ship 3 sail?"}]
+
+
+def test_each_slot_of_a_parallel_model_gets_its_own_conversation_back(llama_install: LlamaInstall, work: Path,
+                                                                     services: Services) -> None:
+    """`--parallel 2`: two conversations held in two slots are saved and restored into the same
+    slot ids, and llama-server matches each next turn to its own slot again."""
+    path = config(llama_install, work)
+    path.write_text(path.read_text().replace("-c 4096 -np 1", "-c 8192 -np 2"))
+    service = services.start(path)
+    turn_2 = first_turn(service)
+    other = chat(service, A, OTHER_TURN_1)
+    assert other.model_extra["timings"]["cache_n"] == 0  # a slot of its own, not the first conversation's
+    other_2 = [*OTHER_TURN_1, {"role": "assistant", "content": other.choices[0].message.content},
+               {"role": "user", "content": "And ship 4?"}]
+    chat(service, B, [{"role": "user", "content": "Hi"}])
+    assert sorted(p.name.split(".")[-2] for p in (work / "warm").rglob(f"{A}-*.bin")) == ["slot0", "slot1"]
+    for messages in (turn_2, other_2):
+        answer = chat(service, A, messages)
+        assert cached_share(answer) >= 0.9, service.log()[-3000:]
+    log = service.log()
+    assert "restored slot 0" in log and "restored slot 1" in log, log[-3000:]
