@@ -343,7 +343,7 @@ class Lane:
                 conn.write(redirect(request, f"/upstream/{model.id}/{rest}"))
             return None
         path = rest.split("?", 1)[0]
-        if path == "/load" and method == b"GET":
+        if path == "/load" and method in (b"GET", b"HEAD"):
             status, payload = await self._load(model)
             conn.write(json_answer(status, orjson.dumps(payload), connection=request.connection))
             return None
