@@ -4,6 +4,10 @@ client sees of the answers the service writes itself (errors, `/upstream/{model}
 - An answer to `HEAD` has no content (RFC 9110 §9.3.2): the lane's own answers (a refusal,
   a load's answer) sent their JSON body after the head, which a kept-alive client then read
   as the start of the next answer.
+- `GET /upstream/{model}/load` for a model that fails to start answers the reference's
+  503 `{"error": "..."}`, as a request that started it does (it answered
+  `{"status": "error", "message"}`, a shape the reference gives only to
+  `DELETE /upstream/{model}` of a model not running).
 """
 
 from __future__ import annotations
@@ -60,3 +64,25 @@ def test_head_pipelined_before_a_get_leaves_nothing_between_them(svc: RunningSer
         assert reader.response(head_request=True).status == 404
         answer = reader.response()
         assert answer.status == 404 and answer.json() == {"error": "model 'nope' not found in config"}
+
+
+def test_load_of_a_model_that_fails_to_start_is_the_references_503(svc: RunningService) -> None:
+    load = svc.http.get("/upstream/broken/load")
+    assert load.status_code == 503
+    assert load.headers["content-type"] == "application/json"
+    assert list(load.json()) == ["error"]
+    assert "exited with code 1" in load.json()["error"]
+    request_error = svc.chat("broken")  # the same failure, met by a request
+    assert request_error.status_code == 503 and list(request_error.json()) == ["error"]
+    # the success and the other error of the same endpoint, as the reference gives them
+    assert svc.http.get("/upstream/llama3/load").json() == {"status": "ok", "message": "llama3 is ready"}
+    assert svc.http.get("/upstream/nope/load").json() == {"error": "model 'nope' not found in config"}
+
+
+def test_load_failure_follows_the_error_format(start_service) -> None:
+    service = start_service("errorFormat: openai\n" + CONFIG)
+    load = service.http.get("/upstream/broken/load")
+    assert load.status_code == 503
+    body = load.json()
+    assert body["src"] == "llama-swap" and body["error"]["code"] == "service_unavailable"
+    assert "exited with code 1" in body["error"]["message"]
