@@ -42,7 +42,7 @@ from llama_swap.server.auth import (
 from llama_swap.server.extract import model_from_body, model_from_query
 from llama_swap.server.filters import rewrite_request, with_model
 from llama_swap.server.loading import serve_while_loading, wants_loading_state
-from llama_swap.server.request import Handling
+from llama_swap.server.request import Handling, refusal
 from llama_swap.server.router_props import autoload_refused, router_props, wants_router_props
 from llama_swap.server.service import Service
 from llama_swap.server.websocket import serve_ignored, serve_leased, serve_peer
@@ -305,7 +305,7 @@ class Lane:
                 try:
                     await service.router.load(destination.model, asked.keep_alive)
                 except RouteError as exc:
-                    raise HTTPError(exc.status, exc.message) from exc
+                    raise refusal(exc) from exc
                 reason = "load"
         finally:
             service.names.release(destination)
@@ -343,9 +343,10 @@ class Lane:
                 conn.write(redirect(request, f"/upstream/{model.id}/{rest}"))
             return None
         path = rest.split("?", 1)[0]
-        if path == "/load" and method == b"GET":
-            status, payload = await self._load(model)
-            conn.write(json_answer(status, orjson.dumps(payload), connection=request.connection))
+        if path == "/load" and method in (b"GET", b"HEAD"):
+            await self._load(model)
+            ready = {"status": "ok", "message": f"{model.id} is ready"}
+            conn.write(json_answer(200, orjson.dumps(ready), connection=request.connection))
             return None
         service = self._service
         if service.processes[model.id].state is not ProcessState.READY and _ignored(plan.config, path):
@@ -395,12 +396,13 @@ class Lane:
         await service.router.unload([model.id])
         return {"status": "ok", "message": f"{model.id} stopped"}
 
-    async def _load(self, model: ModelConfig) -> tuple[int, dict[str, str]]:
+    async def _load(self, model: ModelConfig) -> None:
+        """Start ``model`` and wait until it is ready; a failure is the service's error (503
+        `{"error": …}`, as for a request that started it)."""
         try:
             await self._service.router.load(model.id)
         except RouteError as exc:
-            return exc.status, {"status": "error", "message": exc.message}
-        return 200, {"status": "ok", "message": f"{model.id} is ready"}
+            raise refusal(exc) from None
 
     def _shows_loading(self, call: Call, request: Incoming) -> bool:
         """For a model with `sendLoadingState`: whether this request gets a loading stream."""

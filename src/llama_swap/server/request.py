@@ -86,6 +86,11 @@ class Handling:
             self._conn.write(error_answer(status, message, headers, connection=self._connection))
 
 
+def refusal(exc: RouteError) -> HTTPError:
+    """The router's refusal as the error the service answers (`errorFormat`, `Retry-After`)."""
+    return HTTPError(exc.status, exc.message, route_error_headers(exc))
+
+
 def route_error_headers(exc: RouteError) -> dict[str, str] | None:
     """`Retry-After` for a refusal that will pass later (a full queue, a back-off)."""
     retry_after = exc.retry_after or (1 if exc.status == 429 else None)

@@ -19,7 +19,7 @@ from llama_swap.config import ModelConfig
 from llama_swap.errors import HTTPError, model_not_found
 from llama_swap.process import ProcessState
 from llama_swap.routing.router import RouteError
-from llama_swap.server.request import route_error_headers
+from llama_swap.server.request import refusal
 from llama_swap.server.responses import cors_headers, json_response
 from llama_swap.server.service import SERVICE, Service
 
@@ -37,7 +37,7 @@ async def load_model(request: web.Request) -> web.Response:
     try:
         await service.router.load(model.id)
     except RouteError as exc:
-        raise HTTPError(exc.status, exc.message, route_error_headers(exc)) from None
+        raise refusal(exc) from None
     return json_response(SUCCESS, headers=cors_headers(request))
 
 

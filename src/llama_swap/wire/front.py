@@ -116,6 +116,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.sent = False  # part of the current answer was written (a failure can no longer answer)
+        self._head_only = False  # the answer being written is to a HEAD: its head goes out, no content
+        self._head_sent = False  # ... and that head has gone: what follows is dropped
         self._parser = httptools.HttpRequestParser(self)
         self._limits = front.lane.limits
         self._current: Incoming | None = None  # being received
@@ -148,8 +150,22 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.sent = True
-        if not self._lost:
+        if self._head_only:
+            data = self._head_of(data)
+        if not self._lost and data:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def _head_of(self, data: bytes) -> bytes:
+        """An answer to HEAD has no content (RFC 9110 §9.3.2), whoever wrote it (an error, a
+        load's answer, a relayed upstream answer): its head is sent, the rest never is — on a
+        kept-alive connection a stray body would be read as the start of the next answer."""
+        if self._head_sent:
+            return b""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return data  # the head goes on in the next write
+        self._head_sent = True
+        return data[:end + 4]
 
     def interim(self, data: bytes) -> None:
         """An interim (1xx) answer: not part of the answer proper."""
@@ -226,6 +242,8 @@ class Connection(asyncio.Protocol):
 
     def _serve_now(self, request: Incoming) -> None:
         self.sent = False
+        self._head_only = request.method == b"HEAD"
+        self._head_sent = False
         self._task = self._loop.create_task(self._serve(request))
 
     def _finish(self) -> bool:
@@ -254,6 +272,7 @@ class Connection(asyncio.Protocol):
             return
         finally:
             self._task = None
+            self._head_only = False
         self._answered(request)
 
     def _answered(self, request: Incoming) -> None:
