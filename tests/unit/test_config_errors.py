@@ -133,8 +133,9 @@ models:
     <<: *base
     cmd: srv ${PORT}
 """)
-    assert message.splitlines()[0] == "config.yaml:2: base: unknown key"
-    assert "config.yaml:5: models.m.ttl: must be an integer" in message.splitlines()
+    # `base:` only holds an anchor, so it is ignored as llama-swap ignores it
+    # (test_config_go_compat.py); the merged `ttl` has no line of its own.
+    assert message == "config.yaml:5: models.m.ttl: must be an integer"
 
 
 def test_missing_file() -> None:

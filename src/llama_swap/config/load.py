@@ -29,6 +29,7 @@ from llama_swap.config.sources import (
 )
 
 MAX_REPORTED_ERRORS = 5
+TOP_LEVEL_KEYS = frozenset(field.alias or name for name, field in Config.model_fields.items())
 
 _MESSAGES = {
     "int_type": "must be an integer",
@@ -58,7 +59,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     lines: Lines = {}
     for source in sources:
         part_lines: Lines = {}
-        part = parse_source(read_source(source), source, part_lines)
+        part = parse_source(read_source(source), source, part_lines, TOP_LEVEL_KEYS)
         merge_source(tree, lines, part, part_lines, source)
     origin = os.fspath(path if path is not None else config_dir or "")
     return _build(tree, lines, sources, origin, keep_ports)
@@ -67,7 +68,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
 def load_config_text(text: str, source: str = "config.yaml", keep_ports: Mapping[str, int] | None = None) -> Config:
     """Load and validate config YAML given as a string; `source` names it in messages."""
     lines: Lines = {}
-    return _build(parse_source(text, source, lines), lines, [source], source, keep_ports)
+    return _build(parse_source(text, source, lines, TOP_LEVEL_KEYS), lines, [source], source, keep_ports)
 
 
 def _build(
