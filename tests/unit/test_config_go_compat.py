@@ -255,6 +255,14 @@ def test_a_known_key_with_an_anchor_is_still_validated() -> None:
         load_config_text("startPort: &p abc\nmodels: {}\n")
 
 
+def test_performance_enable_from_the_go_docs_loads_with_a_warning() -> None:
+    # docs/configuration.md's full example writes `enable: true`; llama-swap ignores it
+    config = load_config_text("performance:\n  enable: true\n  every: 5s\nmodels: {}\n")
+    assert config.performance.disabled is False
+    assert config.warnings == ["config.yaml:2: performance.enable: is not a llama-swap key and has no effect; "
+                               "sampling is on unless performance.disabled is true"]
+
+
 def test_macros_across_the_configuration() -> None:
     # internal/config/macros_refactor_test.go: a quoted exact "${X}" takes the macro's type
     config = load_config_text("""

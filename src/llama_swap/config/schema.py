@@ -204,6 +204,9 @@ class Config(Section):
         self._preload, skipped = resolve_preload(names, self.hooks.on_startup.preload)
         locate: Locate = context.get("locate", _unlocated)
         self._warnings = [locate(note.path, note.message) for note in skipped]
+        if self.performance.enable is not None:
+            self._warnings.append(locate(("performance", "enable"), "is not a llama-swap key and has no effect; "
+                                         "sampling is on unless performance.disabled is true"))
         if self.forward_api_keys and not self.api_keys:
             self._warnings.append(locate(("forwardApiKeys",), "has no effect without apiKeys"))
         self._warnings += _hide_credential_headers(self.ui.activity, locate)
