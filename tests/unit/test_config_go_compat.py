@@ -263,6 +263,28 @@ def test_performance_enable_from_the_go_docs_loads_with_a_warning() -> None:
                                "sampling is on unless performance.disabled is true"]
 
 
+def test_set_params_by_id_keys_resolving_to_one_name_are_an_error() -> None:
+    # internal/config/macros_refactor_test.go: "setParamsByID key collisions fail"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("""
+macros:
+  FIRST: shared
+  SECOND: shared
+models:
+  model1:
+    cmd: server
+    proxy: http://localhost:8080
+    filters:
+      setParamsByID:
+        "${FIRST}":
+          temperature: 0.1
+        "${SECOND}":
+          temperature: 0.2
+""")
+    assert str(caught.value) == ('config.yaml:13: models.model1.filters.setParamsByID.${SECOND}: '
+                                 'resolves to "shared", as does "${FIRST}"')
+
+
 def test_macros_across_the_configuration() -> None:
     # internal/config/macros_refactor_test.go: a quoted exact "${X}" takes the macro's type
     config = load_config_text("""

@@ -221,7 +221,25 @@ def _expand_model(model_id: str, model: Any, globals_: list[tuple[str, Scalar]])
         model["proxy"] = DEFAULT_PROXY
     merged: dict[str, Scalar] = {"MODEL_ID": model_id, **dict(globals_)}
     merged.update(_declared(model.get("macros"), (*path, "macros")))
-    return _substitute_model(model, _resolve(list(merged.items())))
+    scope = _resolve(list(merged.items()))
+    _check_by_id_keys(model, scope, path)
+    return _substitute_model(model, scope)
+
+
+def _check_by_id_keys(model: dict[str, Any], scope: Scope, path: KeyPath) -> None:
+    """Two `filters.setParamsByID` keys that expand to the same name are an error (as in
+    llama-swap), rather than one of them silently replacing the other."""
+    filters = model.get("filters")
+    by_id = filters.get("setParamsByID") if isinstance(filters, dict) else None
+    if not isinstance(by_id, dict):
+        return
+    seen: dict[str, str] = {}
+    for key in by_id:
+        name = interpolate(key, scope)
+        if name in seen:
+            raise PathError((*path, "filters", "setParamsByID", key),
+                            f'resolves to "{name}", as does "{seen[name]}"')
+        seen[name] = key
 
 
 def _has_text(cmd: Any) -> bool:
