@@ -1,10 +1,13 @@
 """Config snippets from the Go llama-swap (its docs/config.example.yaml and its
 internal/config tests) load here as they do there, and resolve to the same values."""
 
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from llama_swap import cli
 from llama_swap.config import Config, ConfigError, load_config, load_config_text
 
 # docs/config.example.yaml of the Go project (comments dropped), without the keys newer than
@@ -231,6 +234,7 @@ def test_an_anchor_holding_key_is_ignored_and_merges_resolve() -> None:
     assert (caps["model2"].inputs, caps["model2"].tools, caps["model2"].context) == (["text", "image"], False, 202752)
     assert caps["model3"].context == 98304
     assert "defs" not in Config.model_fields
+    assert config.warnings == [f"config.yaml:4: defs: {IGNORED}"]
 
 
 def test_anchor_holders_in_a_config_dir_file_are_ignored_too(tmp_path: Path) -> None:
@@ -239,15 +243,16 @@ def test_anchor_holders_in_a_config_dir_file_are_ignored_too(tmp_path: Path) -> 
         "x-common: &common {ttl: 300}\nmodels:\n  n:\n    <<: *common\n    cmd: srv --port ${PORT}\n")
     config = load_config(config_dir=tmp_path)
     assert (config.models["m"].ttl, config.models["n"].ttl) == (0, 300)
+    assert config.warnings == [f"{tmp_path / 'b.yaml'}:1: x-common: {IGNORED}"]
 
 
-@pytest.mark.parametrize("text", [
-    "defs:\n  a: 1\nmodels: {}\n",       # no anchor: a typo or a key this service lacks
-    "modles: &m {}\nmodels: {}\n",       # an anchor, but so close to "models" it is a typo
-])
-def test_unknown_keys_without_anchors_are_still_errors(text: str) -> None:
-    with pytest.raises(ConfigError, match="unknown key"):
-        load_config_text(text)
+def test_an_anchor_holder_is_dropped_before_macros_are_expanded() -> None:
+    # `${PORT}` and `${MODEL_ID}` mean something only once merged into a model
+    config = load_config_text(
+        "x-server: &server\n  cmd: srv --port ${PORT} --alias ${MODEL_ID}\n"
+        "models:\n  a:\n    <<: *server\n  b:\n    <<: *server\n")
+    assert config.models["b"].argv == ["srv", "--port", "5801", "--alias", "b"]
+    assert config.warnings == [f"config.yaml:1: x-server: {IGNORED}"]
 
 
 def test_a_known_key_with_an_anchor_is_still_validated() -> None:
@@ -255,12 +260,193 @@ def test_a_known_key_with_an_anchor_is_still_validated() -> None:
         load_config_text("startPort: &p abc\nmodels: {}\n")
 
 
-def test_performance_enable_from_the_go_docs_loads_with_a_warning() -> None:
-    # docs/configuration.md's full example writes `enable: true`; llama-swap ignores it
-    config = load_config_text("performance:\n  enable: true\n  every: 5s\nmodels: {}\n")
-    assert config.performance.disabled is False
-    assert config.warnings == ["config.yaml:2: performance.enable: is not a llama-swap key and has no effect; "
-                               "sampling is on unless performance.disabled is true"]
+# --- unknown keys: llama-swap ignores them at every level; a typo of a known key is an error
+
+IGNORED = "unknown key, ignored (llama-swap for Python does not know it)"
+
+
+def test_unknown_keys_at_every_level_are_ignored_with_a_located_warning(caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config_text("""
+tailcat:
+  allow: []
+  models: ["*"]
+hooks:
+  on_startup:
+    profile: coding
+models:
+  qwen:
+    cmd: srv --port ${PORT}
+    tailcatKey: ephemeral
+    timeouts: {connect: 5, dialer: fast}
+    filters: {strip_params: top_k, renameParams: {a: b}}
+performance:
+  enable: true
+peers:
+  p:
+    proxy: http://h
+    models: [a]
+    headers: {X-A: b}
+routing:
+  router:
+    use: group
+    settings:
+      groups:
+        g: {members: [qwen], color: blue}
+  scheduler:
+    strategy: fair
+""")
+    assert config.models["qwen"].timeouts.connect == 5
+    assert config.models["qwen"].filters.strip_params == "top_k"
+    assert config.routing_spec.groups["g"].members == ("qwen",)
+    assert config.warnings == [f"config.yaml:{line}: {path}: {IGNORED}" for line, path in [
+        (2, "tailcat"), (7, "hooks.on_startup.profile"), (11, "models.qwen.tailcatKey"),
+        (12, "models.qwen.timeouts.dialer"), (13, "models.qwen.filters.renameParams"),
+        (15, "performance.enable"), (20, "peers.p.headers"),
+        (26, "routing.router.settings.groups.g.color"), (28, "routing.scheduler.strategy")]]
+    # the warnings are what start-up and every reload log (cli._warn), one per key
+    with caplog.at_level(logging.WARNING, "llama_swap"):
+        cli._warn(config)
+    logged = [record.getMessage() for record in caplog.records if IGNORED in record.getMessage()]
+    assert logged == config.warnings
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("modles: &m {}\nmodels: {}\n", 'config.yaml:1: modles: unknown key (did you mean "models"?)'),
+    ("models:\n  qwen:\n    cmd: srv --port ${PORT}\n    cmdd: oops\n",
+     'config.yaml:4: models.qwen.cmdd: unknown key (did you mean "cmd"?)'),
+    ("models:\n  m:\n    cmd: srv --port ${PORT}\n    timeouts: {idleConnection: 5}\n",
+     'config.yaml:4: models.m.timeouts.idleConnection: unknown key (did you mean "idleConn"?)'),
+    ("routing:\n  scheduler:\n    settings:\n      lifo: {}\nmodels: {}\n",
+     'config.yaml:4: routing.scheduler.settings.lifo: unknown key (did you mean "fifo"?)'),
+])
+def test_an_unknown_key_that_looks_like_a_typo_is_still_an_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    assert str(caught.value) == message
+
+
+def test_unknown_keys_in_config_dir_files_are_located_in_their_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("defs: {ttl: 1}\nmodels:\n  m:\n    cmd: srv --port ${PORT}\n")
+    (tmp_path / "b.yaml").write_text("\ndefs: {ttl: 2}\nmodels:\n  n:\n    cmd: srv --port ${PORT}\n")
+    config = load_config(config_dir=tmp_path)  # the two `defs` would conflict if merged
+    assert config.warnings == [f"{tmp_path / 'a.yaml'}:1: defs: {IGNORED}", f"{tmp_path / 'b.yaml'}:2: defs: {IGNORED}"]
+
+
+def test_a_reload_with_an_unknown_key_still_reloads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("models:\n  a:\n    cmd: srv --port ${PORT}\n")
+    args = cli.parse_args(["-config", str(path)])
+    config = cli._load(args)
+    path.write_text("models:\n  a:\n    cmd: srv --port ${PORT}\n  b:\n    cmd: srv --port ${PORT}\n"
+                    "    tailcatKey: ephemeral\n")
+    running = SimpleNamespace(processes={"a": SimpleNamespace(config=config.models["a"])})
+    with caplog.at_level(logging.WARNING, "llama_swap"):
+        reloaded = cli._load(args, running)  # type: ignore[arg-type]  # what a reload loads
+        cli._warn(reloaded)
+    assert sorted(reloaded.models) == ["a", "b"] and reloaded.models["a"].port == config.models["a"].port
+    assert [record.getMessage() for record in caplog.records] == [f"{path}:6: models.b.tailcatKey: {IGNORED}"]
+
+
+# --- booleans: yaml.v3 reads YAML 1.1's words into a bool field, quoted or not
+
+@pytest.mark.parametrize("word", ["y", "Y", "yes", "Yes", "YES", "on", "On", "ON"])
+def test_yaml_11_true_words_are_true_in_every_boolean_key(word: str) -> None:
+    for quoted in (word, f'"{word}"'):
+        config = load_config_text(f"""
+sendLoadingState: {quoted}
+performance: {{disabled: {quoted}}}
+models:
+  m:
+    cmd: srv --port ${{PORT}}
+    unlisted: {quoted}
+    sendLoadingState: {quoted}
+    capabilities: {{tools: {quoted}}}
+groups:
+  g: {{members: [m], persistent: {quoted}}}
+""")
+        model = config.models["m"]
+        assert (config.send_loading_state, config.performance.disabled, model.unlisted, model.send_loading_state,
+                model.capabilities.tools, config.routing_spec.groups["g"].persistent) == (True,) * 6
+
+
+@pytest.mark.parametrize("word", ["n", "N", "no", "No", "NO", "off", "Off", "OFF"])
+def test_yaml_11_false_words_are_false_in_every_boolean_key(word: str) -> None:
+    for quoted in (word, f"'{word}'"):
+        config = load_config_text(f"""
+models:
+  m:
+    cmd: srv --port ${{PORT}}
+    sendLoadingState: {quoted}
+    compat: {{ignoreWebsockets: {quoted}}}
+selectors:
+  s: {{strategy: warm, targets: [m], unlisted: {quoted}}}
+groups:
+  g: {{members: [m], swap: {quoted}, exclusive: {quoted}}}
+""")
+        group = config.routing_spec.groups["g"]
+        assert (config.models["m"].send_loading_state, config.models["m"].compat.ignore_websockets,
+                config.selectors["s"].unlisted, group.swap, group.exclusive) == (False,) * 5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("models:\n  m:\n    cmd: srv --port ${PORT}\n    unlisted: maybe\n",
+     "config.yaml:4: models.m.unlisted: must be true or false"),
+    ("logRequests: 'true'\n", "config.yaml:1: logRequests: must be true or false"),  # yaml.v3 refuses it too
+    ("warmSwap: yess\n", "config.yaml:1: warmSwap: must be true or false"),
+    ("models:\n  m:\n    cmd: srv --port ${PORT}\ngroups:\n  g: {members: [m], swap: maybe}\n",
+     "config.yaml:5: groups.g.swap: must be true or false"),
+])
+def test_other_words_in_a_boolean_key_are_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    assert str(caught.value) == message
+
+
+def test_yaml_11_words_stay_text_outside_boolean_keys() -> None:
+    config = load_config_text("models:\n  m:\n    cmd: srv --port ${PORT}\n    name: yes\n"
+                              "    metadata: {answer: no}\n")
+    assert (config.models["m"].name, config.models["m"].metadata) == ("yes", {"answer": "no"})
+
+
+# --- integers: yaml.v3 reads a float into an int field; here only a whole one
+
+def test_whole_floats_are_integers_in_every_integer_key() -> None:
+    config = load_config_text("""
+healthCheckTimeout: 60.0
+startPort: 9000.0
+globalTTL: 3e2
+models:
+  m:
+    cmd: srv --port ${PORT}
+    ttl: 60.0
+    timeouts: {connect: 5.0, idleConn: 2.0}
+    capabilities: {context: 32768.0}
+groups:
+  g: {members: [m]}
+routing:
+  scheduler:
+    settings:
+      fifo:
+        priority: {m: 10.0}
+""")
+    model = config.models["m"]
+    assert (config.health_check_timeout, config.global_ttl, model.port, model.ttl) == (60, 300, 9000, 60)
+    assert (model.timeouts.connect, model.timeouts.idle_conn, model.capabilities.context) == (5, 2, 32768)
+    assert config.routing_spec.priorities == {"m": 10}
+    assert all(type(value) is int for value in (config.health_check_timeout, model.ttl, model.timeouts.connect))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("models:\n  m:\n    cmd: srv --port ${PORT}\n    ttl: 60.5\n", "config.yaml:4: models.m.ttl: must be an integer"),
+    ("healthCheckTimeout: .inf\n", "config.yaml:1: healthCheckTimeout: must be an integer"),
+    ("globalTTL: '60'\n", "config.yaml:1: globalTTL: must be an integer"),
+    ("models:\n  m:\n    cmd: srv --port ${PORT}\nmatrix:\n  evict_costs: {m: 1.5}\n  sets: {s: m}\n",
+     "config.yaml:5: matrix.evict_costs.m: must be a positive integer"),
+])
+def test_fractional_numbers_in_an_integer_key_are_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    assert str(caught.value) == message
 
 
 def test_set_params_by_id_keys_resolving_to_one_name_are_an_error() -> None:

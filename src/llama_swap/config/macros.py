@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from llama_swap.config.command import strip_comment_lines
-from llama_swap.config.fields import KeyPath, PathError
+from llama_swap.config.fields import KeyPath, PathError, go_int
 
 Scalar = str | int | float | bool
 Scope = dict[str, Scalar]
@@ -269,6 +269,7 @@ def _assign_ports(
     `startPort` up), so adding a model does not shift — and restart — all the others,
     and new models never get a port a removed model may still be serving on.
     """
+    start = go_int(start)  # `startPort: 9000.0` is 9000, as validation reads it
     first = start if _is_port(start) else DEFAULT_START_PORT
     users = [m for m in sorted(models) if isinstance(models[m], dict) and _uses_port(models[m].get("cmd"))]
     ports = {m: keep[m] for m in users if keep.get(m, -1) >= first}

@@ -160,10 +160,6 @@ class PerformanceConfig(Section):
 
     disabled: bool = False
     every: GoDuration = MIN_PERFORMANCE_EVERY
-    # Not a llama-swap key, but the full example in its docs/configuration.md writes
-    # `enable: true` and llama-swap ignores it, so copies of that example must load; a
-    # warning says it does nothing (Config._settle).
-    enable: bool | None = None
 
     @field_validator("every")
     @classmethod

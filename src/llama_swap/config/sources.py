@@ -7,9 +7,7 @@ else that differs is a conflict; an entity (a model, peer, profile...) lives in 
 """
 
 import contextlib
-import difflib
 import os
-from collections.abc import Collection
 from datetime import date
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +24,6 @@ IDENTITY_MAPS = frozenset({
     ("routing", "router", "settings", "groups"), ("routing", "router", "settings", "matrix"),
 })
 YAML_SUFFIXES = (".yml", ".yaml")
-TYPO_SIMILARITY = 0.8  # difflib ratio: "modles"/"models" 0.83 is a typo, "defs"/"models" 0.6 is not
 
 
 class Location(NamedTuple):
@@ -82,22 +79,16 @@ def read_source(source: str) -> str:
         raise ConfigError(f"cannot read config file {source}: {err.strerror}") from None
 
 
-def parse_source(text: str, source: str, lines: Lines, known_keys: Collection[str] = ()) -> dict[str, Any]:
-    """Env macros, then YAML 1.2 (so `no`/`on` stay strings) into plain data and key lines.
-
-    With ``known_keys`` (the config's top-level keys), an unknown top-level key whose value
-    defines a YAML anchor is dropped: it only holds anchors for `*alias`/`<<:` use elsewhere
-    (`defs: {caps: &caps ...}`, a pattern llama-swap's own tests use), and llama-swap
-    ignores keys it does not know.
-    """
+def parse_source(text: str, source: str, lines: Lines) -> dict[str, Any]:
+    """Env macros, then YAML 1.2 (so `no`/`on` stay strings) into plain data and key lines."""
     try:
-        return _parse(substitute_env(text, os.environ), source, lines, known_keys)
+        return _parse(substitute_env(text, os.environ), source, lines)
     except PathError as err:
         where = Location(source, err.line) if err.line else None
         raise ConfigError(locate(lines, err.path, err.message, source, where)) from None
 
 
-def _parse(text: str, source: str, lines: Lines, known_keys: Collection[str] = ()) -> dict[str, Any]:
+def _parse(text: str, source: str, lines: Lines) -> dict[str, Any]:
     try:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as err:
@@ -109,29 +100,8 @@ def _parse(text: str, source: str, lines: Lines, known_keys: Collection[str] = (
         return {}
     if not isinstance(document, CommentedMap):
         raise PathError((), "the config must be a mapping of keys to values", line=1)
-    if known_keys:
-        for key in [key for key, value in document.items() if _anchor_holder(key, value, known_keys)]:
-            del document[key]
     tree: dict[str, Any] = _plain(document, (), _LineNotes(source, lines))
     return tree
-
-
-def _anchor_holder(key: Any, value: Any, known_keys: Collection[str]) -> bool:
-    """An unknown top-level key that only holds anchors; one that looks like a misspelt
-    known key (`modles`) is left for validation to report with a suggestion."""
-    return (isinstance(key, str) and key not in known_keys and _holds_anchor(value)
-            and not difflib.get_close_matches(key, known_keys, n=1, cutoff=TYPO_SIMILARITY))
-
-
-def _holds_anchor(node: Any) -> bool:
-    """Whether a parsed node, or anything inside it, carries a `&name` anchor."""
-    if getattr(getattr(node, "anchor", None), "value", None) is not None:
-        return True
-    if isinstance(node, CommentedMap):
-        return any(_holds_anchor(value) for value in node.values())
-    if isinstance(node, CommentedSeq):
-        return any(_holds_anchor(item) for item in node)
-    return False
 
 
 class _LineNotes(NamedTuple):
