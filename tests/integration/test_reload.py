@@ -170,6 +170,21 @@ def test_invalid_config_keeps_the_running_one(start_service) -> None:
     assert answer(service.chat("fixed")) == ("hello from m", pid)
 
 
+def test_an_unknown_key_is_ignored_on_reload_with_a_warning(start_service) -> None:
+    # llama-swap ignores keys it does not know; a reload adding one still applies
+    before = f"""
+        models:
+          m:
+            cmd: {fake_cmd(name="m")}
+        """
+    service = start_service(before)
+    _, pid = answer(service.chat("m"))
+
+    reload(service, textwrap.dedent(before) + "    aliases: [renamed]\n    tailcatKey: ephemeral\n")
+    assert "models.m.tailcatKey: unknown key, ignored" in service.log()
+    assert answer(service.chat("renamed")) == ("hello from m", pid)
+
+
 def test_invalid_config_mid_traffic_loses_no_request(start_service) -> None:
     config = f"""
         models:

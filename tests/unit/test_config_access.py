@@ -39,7 +39,7 @@ def test_empty_values_keep_the_defaults() -> None:
         ("maxBodyMB: '64'\n", "config.yaml:1: maxBodyMB: must be an integer"),
         ("maxBodyMB: 1.5\n", "config.yaml:1: maxBodyMB: must be an integer"),
         ("maxBodyMb: 64\n", 'config.yaml:1: maxBodyMb: unknown key (did you mean "maxBodyMB"?)'),
-        ("forwardApiKeys: yes\n", "config.yaml:1: forwardApiKeys: must be true or false"),
+        ("forwardApiKeys: maybe\n", "config.yaml:1: forwardApiKeys: must be true or false"),
         ("forwardAPIKeys: true\n", 'config.yaml:1: forwardAPIKeys: unknown key (did you mean "forwardApiKeys"?)'),
         ("apiKeys: ['']\n", "config.yaml:1: apiKeys[0]: must not be empty"),
         ("apiKeys: ['a b']\n", "config.yaml:1: apiKeys[0]: must not contain spaces"),

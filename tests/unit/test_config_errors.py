@@ -102,10 +102,10 @@ models:
 
 
 def test_many_errors_are_capped() -> None:
-    text = "".join(f"bad{i}: 1\n" for i in range(8))
+    text = "".join(f"startPort{i}: 1\n" for i in range(8))  # typos of startPort: errors
     lines = _error(text).splitlines()
     assert len(lines) == 6
-    assert lines[0] == "config.yaml:1: bad0: unknown key"
+    assert lines[0] == 'config.yaml:1: startPort0: unknown key (did you mean "startPort"?)'
     assert lines[-1] == "... and 3 more errors"
 
 
@@ -133,8 +133,9 @@ models:
     <<: *base
     cmd: srv ${PORT}
 """)
-    assert message.splitlines()[0] == "config.yaml:2: base: unknown key"
-    assert "config.yaml:5: models.m.ttl: must be an integer" in message.splitlines()
+    # `base:` only holds an anchor, so it is ignored as llama-swap ignores it
+    # (test_config_go_compat.py); the merged `ttl` has no line of its own.
+    assert message == "config.yaml:5: models.m.ttl: must be an integer"
 
 
 def test_missing_file() -> None:

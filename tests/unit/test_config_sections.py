@@ -61,8 +61,8 @@ peers:
         ("{proxy: 'http://h'}", "config.yaml:3: peers.p.models: is required"),
         ("{proxy: 'http://h', models: []}", "config.yaml:3: peers.p.models: must not be empty"),
         ("{proxy: 'http://h', models: ['']}", "config.yaml:3: peers.p.models[0]: must not be empty"),
-        ("{proxy: 'http://h', models: [a], useModelName: x}",
-         'config.yaml:3: peers.p.useModelName: unknown key'),
+        ("{proxy: 'http://h', models: [a], apiKeyy: x}",
+         'config.yaml:3: peers.p.apiKeyy: unknown key (did you mean "apiKey"?)'),
         ("{proxy: 'http://h', models: [a], timeouts: {responseHeaders: 1}}",
          'config.yaml:3: peers.p.timeouts.responseHeaders: unknown key (did you mean "responseHeader"?)'),
     ],
@@ -186,7 +186,8 @@ def test_store() -> None:
     assert load_config_text("store:\n").store is None
     assert _error("store: {}\n") == "config.yaml:1: store.path: is required"
     assert _error("store: {path: ''}\n") == "config.yaml:1: store.path: must not be empty"
-    assert "config.yaml:1: store.file: unknown key" in _error("store: {file: x}\n")
+    assert _error("store: {path: x, paths: y}\n") == (
+        'config.yaml:1: store.paths: unknown key (did you mean "path"?)')
 
 
 def test_store_path_must_be_writable(tmp_path) -> None:

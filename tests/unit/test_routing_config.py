@@ -193,7 +193,7 @@ def test_error_carries_path_tuple_and_message() -> None:
          'groups.h.members[1]: model "qwen" is already in group "g"; a model can be in only one group'),
         ({"g": {"members": ["qwen"], "exclusve": False}}, None, None,
          'groups.g.exclusve: unknown key (did you mean "exclusive"?)'),
-        ({"g": {"members": ["qwen"], "swap": "yes"}}, None, None, "groups.g.swap: must be true or false"),
+        ({"g": {"members": ["qwen"], "swap": "maybe"}}, None, None, "groups.g.swap: must be true or false"),
         ({"g": {"members": ["qwen"], "persistent": 1}}, None, None, "groups.g.persistent: must be true or false"),
         ({DEFAULT_GROUP: {"members": ["qwen"]}}, None, None,
          "groups.(default): this group name is reserved for models in no group"),

@@ -1,19 +1,45 @@
 """Building blocks shared by every config section: errors, the strict base model, value types.
 
-Validation is strict (a quoted "5" is not an integer, `yes` is not a boolean) and unknown
-keys are rejected so typos surface at load time instead of being silently ignored.
+Values are read as llama-swap's YAML decoder (yaml.v3) reads them into its typed fields, and
+no looser: a boolean is `true`/`false` or one of YAML 1.1's words (`yes`, `off`, ...), an
+integer may be written `60.0` but not `60.5`, and a quoted "5" is not an integer. A key no
+section knows is ignored, as llama-swap ignores it (the loader warns, `load.drop_unknown_keys`),
+unless it looks like a typo of a known key (`cmdd`), which is an error naming that key.
 """
 
-from collections.abc import Sized
-from typing import Annotated, Any, TypeVar
+import difflib
+import functools
+import math
+from collections.abc import Collection, Sized
+from types import UnionType
+from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 KeyPath = tuple[str | int, ...]
 RawMap = dict[str, Any]
 _Sized = TypeVar("_Sized", bound=Sized)
+
+# difflib ratio from which an unknown key is a typo of a known one (an error) rather than a
+# key llama-swap for Python does not know (ignored): "cmdd"/"cmd" 0.86, "modles"/"models"
+# 0.83, "lifo"/"fifo" 0.75 are typos; llama-swap's own `peers.*.tailcatKey` ("apiKey" 0.63)
+# and an anchor holder such as `defs:` ("models" 0.6) are not.
+TYPO_SIMILARITY = 0.7
+UNKNOWN_KEY_IGNORED = "unknown key, ignored (llama-swap for Python does not know it)"
+# YAML 1.1 booleans, which yaml.v3 still decodes into a Go bool field (quoted or not)
+GO_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+GO_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
 
 
 class ConfigError(Exception):
@@ -46,6 +72,47 @@ def dotted(path: KeyPath) -> str:
     return text
 
 
+def near_miss(key: str, known: Collection[str]) -> str | None:
+    """The known key `key` is probably a typo of, if any."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=TYPO_SIMILARITY)
+    return close[0] if close else None
+
+
+def unknown_key(key: str, known: Collection[str]) -> str:
+    """The message for an unknown key that is kept as an error: ' (did you mean "cmd"?)'
+    is added when it is a typo (`near_miss`)."""
+    close = near_miss(key, known)
+    return "unknown key" + (f' (did you mean "{close}"?)' if close else "")
+
+
+def go_bool(value: Any) -> Any:
+    """`yes`, `off`, ... as the booleans yaml.v3 makes of them; anything else unchanged."""
+    if isinstance(value, str):
+        if value in GO_TRUE:
+            return True
+        if value in GO_FALSE:
+            return False
+    return value
+
+
+def go_int(value: Any) -> Any:
+    """A whole float (`60.0`) as an integer, as yaml.v3 decodes it; anything else unchanged
+    (60.5 is then refused, where yaml.v3 would silently make it 60)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+@functools.cache
+def _scalar_kind(section: type[BaseModel], field_name: str) -> Any:
+    """bool or int for a field typed so (optionally `| None`), else None."""
+    annotation = section.model_fields[field_name].annotation
+    if get_origin(annotation) in (Union, UnionType):
+        options = [option for option in get_args(annotation) if option is not type(None)]
+        annotation = options[0] if len(options) == 1 else None
+    return annotation if annotation in (bool, int) else None
+
+
 def _number_as_text(value: Any) -> Any:
     """Let `name: 2024` or an exact numeric `${n}` fill string fields, as YAML users expect."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -74,9 +141,31 @@ NameList = Annotated[list[NonEmptyText], NonEmpty]
 
 
 class Section(BaseModel):
-    """Base for every config mapping: camelCase keys, strict types, no unknown keys."""
+    """Base for every config mapping: camelCase keys, strict types, no unknown keys.
+
+    The loader has removed the unknown keys it ignores before validation
+    (`load.drop_unknown_keys`); those left are typos, reported as errors here.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, alias_generator=to_camel)
+    # keys a section accepts beyond its fields' (read by a before-validator)
+    other_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def known_keys(cls) -> frozenset[str]:
+        """Every key this section accepts, as written in the YAML."""
+        return frozenset(field.alias or name for name, field in cls.model_fields.items()) | cls.other_keys
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _go_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every bool and int field reads values as yaml.v3 does (`go_bool`, `go_int`)."""
+        kind = _scalar_kind(cls, info.field_name) if info.field_name else None
+        if kind is bool:
+            return go_bool(value)
+        if kind is int:
+            return go_int(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +203,7 @@ class ClientTimeouts(Section):
 class Filters(Section):
     """Request body rewrites; `strip_params` is the legacy spelling of `stripParams`."""
 
+    other_keys = frozenset({"strip_params"})
     strip_params: Text = ""
     set_params: RawMap = Field(default_factory=dict)
     set_params_by_id: dict[str, RawMap] = Field(default_factory=dict, alias="setParamsByID")

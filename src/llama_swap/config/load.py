@@ -3,10 +3,11 @@
 Every failure becomes one ConfigError whose lines point at the file, line and key path
 (`config.yaml:8: models.llama3.ttl: must be an integer`), because a user editing YAML needs
 to know where to look, not which Python class complained. Schema errors (wrong types,
-unknown keys) come first, then rule violations (macros, ports, name clashes).
+misspelt keys) come first, then rule violations (macros, ports, name clashes). Keys no
+section knows are dropped from each file before anything else, with a warning
+(`drop_unknown_keys`), as llama-swap ignores them.
 """
 
-import difflib
 import os
 from collections.abc import Mapping
 from functools import partial
@@ -15,7 +16,16 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from llama_swap.config.fields import ConfigError, KeyPath, PathError, PathErrors
+from llama_swap.config.fields import (
+    UNKNOWN_KEY_IGNORED,
+    ConfigError,
+    KeyPath,
+    PathError,
+    PathErrors,
+    Section,
+    near_miss,
+    unknown_key,
+)
 from llama_swap.config.macros import expand_tree
 from llama_swap.config.schema import Config, Locate
 from llama_swap.config.sources import (
@@ -56,31 +66,73 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     sources = source_files(path, config_dir)
     tree: dict[str, Any] = {}
     lines: Lines = {}
+    ignored: list[str] = []
     for source in sources:
         part_lines: Lines = {}
         part = parse_source(read_source(source), source, part_lines)
+        ignored += _ignore_unknown_keys(part, part_lines, source)
         merge_source(tree, lines, part, part_lines, source)
     origin = os.fspath(path if path is not None else config_dir or "")
-    return _build(tree, lines, sources, origin, keep_ports)
+    return _build(tree, lines, sources, origin, keep_ports, ignored)
 
 
 def load_config_text(text: str, source: str = "config.yaml", keep_ports: Mapping[str, int] | None = None) -> Config:
     """Load and validate config YAML given as a string; `source` names it in messages."""
     lines: Lines = {}
-    return _build(parse_source(text, source, lines), lines, [source], source, keep_ports)
+    tree = parse_source(text, source, lines)
+    ignored = _ignore_unknown_keys(tree, lines, source)
+    return _build(tree, lines, [source], source, keep_ports, ignored)
+
+
+def drop_unknown_keys(node: Any, schema: Any = Config, path: KeyPath = ()) -> list[KeyPath]:
+    """Remove from a parsed file the keys no section knows and return their paths.
+
+    llama-swap ignores keys it does not know, at every level, so a config written for it
+    (or for a newer release, or holding YAML anchors under a key of its own such as
+    `defs:`) must load. A key that looks like a typo of a known key at its level (`cmdd`,
+    `near_miss`) is kept, for validation to report with its suggestion. Done on each file
+    before macros are expanded: an ignored key is not expanded either. The `routing`,
+    `groups` and `matrix` mappings are read by `routing.parse_routing`, which does the same.
+    """
+    dropped: list[KeyPath] = []
+    if isinstance(schema, type) and issubclass(schema, Section):
+        if isinstance(node, dict):
+            known = schema.known_keys()
+            for key in list(node):
+                if key in known:
+                    dropped += drop_unknown_keys(node[key], _child_schema(schema, key), (*path, key))
+                elif near_miss(key, known) is None:
+                    del node[key]
+                    dropped.append((*path, key))
+    elif get_origin(schema) is dict and isinstance(node, dict):
+        for key, value in node.items():
+            dropped += drop_unknown_keys(value, get_args(schema)[-1], (*path, key))
+    elif get_origin(schema) is list and isinstance(node, list):
+        for index, item in enumerate(node):
+            dropped += drop_unknown_keys(item, get_args(schema)[-1], (*path, index))
+    return dropped
+
+
+def _ignore_unknown_keys(tree: dict[str, Any], lines: Lines, source: str) -> list[str]:
+    """`drop_unknown_keys` on one file, each key dropped as a located warning."""
+    return [locate(lines, path, UNKNOWN_KEY_IGNORED, source) for path in drop_unknown_keys(tree)]
 
 
 def _build(
-    tree: dict[str, Any], lines: Lines, sources: list[str], origin: str, keep_ports: Mapping[str, int] | None
+    tree: dict[str, Any], lines: Lines, sources: list[str], origin: str, keep_ports: Mapping[str, int] | None,
+    ignored: list[str],
 ) -> Config:
-    """Expand and validate the merged tree; raise one ConfigError listing what is wrong."""
+    """Expand and validate the merged tree; raise one ConfigError listing what is wrong.
+
+    ``ignored``: the warnings for the unknown keys dropped from the files, for `Config.warnings`.
+    """
     where = partial(locate, lines, source=origin)
     try:
         expansion = expand_tree(tree, keep_ports)
     except PathError as err:
         raise ConfigError(where(err.path, err.message)) from None
     context = {"ports": expansion.ports, "port_templates": expansion.templates, "source": origin, "sources": sources,
-               "locate": where}
+               "locate": where, "ignored": ignored}
     schema_errors: list[PathError] = []
     rule_errors = list(expansion.problems)
     try:
@@ -116,7 +168,7 @@ def _message(error: Any) -> str:
     if kind in _MESSAGES:
         return _MESSAGES[kind]
     if kind == "extra_forbidden":
-        return "unknown key" + _suggestion(tuple(error["loc"]))
+        return _unknown_key(tuple(error["loc"]))
     if kind == "greater_than_equal":
         return f"must be >= {context['ge']}"
     if kind == "literal_error":
@@ -126,16 +178,13 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
-def _suggestion(loc: KeyPath) -> str:
-    """' (did you mean "cmd"?)' for a likely typo of a known key, else ''."""
+def _unknown_key(loc: KeyPath) -> str:
+    """'unknown key (did you mean "cmd"?)': a key `drop_unknown_keys` kept as a typo."""
     schema: Any = Config
     for part in loc[:-1]:
         schema = _child_schema(schema, part)
-    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
-        return ""
-    known = [field.alias or name for name, field in schema.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+    known = schema.known_keys() if isinstance(schema, type) and issubclass(schema, Section) else ()
+    return unknown_key(str(loc[-1]), known)
 
 
 def _child_schema(schema: Any, part: str | int) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from llama_swap.config.command import strip_comment_lines
-from llama_swap.config.fields import KeyPath, PathError
+from llama_swap.config.fields import KeyPath, PathError, go_int
 
 Scalar = str | int | float | bool
 Scope = dict[str, Scalar]
@@ -221,7 +221,25 @@ def _expand_model(model_id: str, model: Any, globals_: list[tuple[str, Scalar]])
         model["proxy"] = DEFAULT_PROXY
     merged: dict[str, Scalar] = {"MODEL_ID": model_id, **dict(globals_)}
     merged.update(_declared(model.get("macros"), (*path, "macros")))
-    return _substitute_model(model, _resolve(list(merged.items())))
+    scope = _resolve(list(merged.items()))
+    _check_by_id_keys(model, scope, path)
+    return _substitute_model(model, scope)
+
+
+def _check_by_id_keys(model: dict[str, Any], scope: Scope, path: KeyPath) -> None:
+    """Two `filters.setParamsByID` keys that expand to the same name are an error (as in
+    llama-swap), rather than one of them silently replacing the other."""
+    filters = model.get("filters")
+    by_id = filters.get("setParamsByID") if isinstance(filters, dict) else None
+    if not isinstance(by_id, dict):
+        return
+    seen: dict[str, str] = {}
+    for key in by_id:
+        name = interpolate(key, scope)
+        if name in seen:
+            raise PathError((*path, "filters", "setParamsByID", key),
+                            f'resolves to "{name}", as does "{seen[name]}"')
+        seen[name] = key
 
 
 def _has_text(cmd: Any) -> bool:
@@ -251,6 +269,7 @@ def _assign_ports(
     `startPort` up), so adding a model does not shift — and restart — all the others,
     and new models never get a port a removed model may still be serving on.
     """
+    start = go_int(start)  # `startPort: 9000.0` is 9000, as validation reads it
     first = start if _is_port(start) else DEFAULT_START_PORT
     users = [m for m in sorted(models) if isinstance(models[m], dict) and _uses_port(models[m].get("cmd"))]
     ports = {m: keep[m] for m in users if keep.get(m, -1) >= first}

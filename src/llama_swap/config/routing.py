@@ -2,7 +2,8 @@
 
 Accepts both spellings llama-swap accepts: the current ``routing.router`` block and the
 legacy top-level ``groups``/``matrix`` keys (never both). Like the rest of the config,
-it is strict: unknown keys and wrong types are errors, and every error names the exact
+an unknown key is ignored (and listed in ``RoutingSpec.ignored`` for a warning) unless it
+looks like a typo of a known key, wrong types are errors, and every error names the exact
 key path so the loader can point at the offending line.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llama_swap.config.fields import go_bool, go_int, near_miss, unknown_key
 from llama_swap.config.matrix import DslError, Expr, compile_sets
 
 DEFAULT_GROUP = "(default)"
@@ -65,13 +67,15 @@ class RoutingSpec:
     """The swap engine in ``use`` plus FIFO priorities by model ID (absent = 0).
 
     ``groups`` always holds the implicit ``(default)`` group of ungrouped models;
-    ``matrix`` is set whenever a matrix block was given, even if ``use`` is "group".
+    ``matrix`` is set whenever a matrix block was given, even if ``use`` is "group";
+    ``ignored`` lists the unknown keys passed over (not typos of known ones).
     """
 
     use: Literal["group", "matrix"]
     groups: dict[str, GroupSpec]
     matrix: MatrixSpec | None
     priorities: dict[str, int]
+    ignored: tuple[Keys, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,12 @@ class _Block:
 
 @dataclass(frozen=True)
 class _Names:
-    """Model IDs and aliases, to resolve names and to explain unknown ones."""
+    """Model IDs and aliases, to resolve names and to explain unknown ones; and the
+    unknown keys passed over so far (`_known_keys`)."""
 
     ids: frozenset[str]
     aliases: Mapping[str, str]
+    ignored: list[Keys] = field(default_factory=list)
 
     def model_id(self, name: str) -> str:
         """The model ID itself; aliases are refused with a hint (these lists name models)."""
@@ -108,13 +114,14 @@ def parse_routing(
     """Validate the raw top-level ``groups``, ``matrix`` and ``routing`` values (None when absent)."""
     names = _Names(frozenset(model_ids), aliases)
     root = _mapping(routing, ("routing",))
-    _known_keys(root, ("routing",), ("router", "scheduler"))
-    use, group_block, matrix_block = _engine_blocks(root.get("router"), groups, matrix)
+    _known_keys(root, ("routing",), ("router", "scheduler"), names.ignored)
+    use, group_block, matrix_block = _engine_blocks(root.get("router"), groups, matrix, names.ignored)
     return RoutingSpec(
         use=use,
         groups=_parse_groups(group_block, names),
         matrix=None if matrix_block is None else _parse_matrix(matrix_block, names),
         priorities=_parse_priorities(root.get("scheduler"), names),
+        ignored=tuple(names.ignored),
     )
 
 
@@ -122,12 +129,12 @@ def parse_routing(
 _Engine = tuple[Literal["group", "matrix"], _Block, _Block | None]
 
 
-def _engine_blocks(router: Any, groups: Any, matrix: Any) -> _Engine:
+def _engine_blocks(router: Any, groups: Any, matrix: Any, ignored: list[Keys]) -> _Engine:
     """The engine in use and its (groups, matrix) blocks, from routing.router or the legacy keys."""
     router_map = _mapping(router, _ROUTER)
-    _known_keys(router_map, _ROUTER, ("use", "settings"))
+    _known_keys(router_map, _ROUTER, ("use", "settings"), ignored)
     settings = _mapping(router_map.get("settings"), _SETTINGS)
-    _known_keys(settings, _SETTINGS, ("groups", "matrix"))
+    _known_keys(settings, _SETTINGS, ("groups", "matrix"), ignored)
     legacy = _legacy_blocks(groups, matrix)
     if legacy is None:
         return _router_blocks(router_map.get("use"), settings)
@@ -186,7 +193,7 @@ def _parse_groups(block: _Block, names: _Names) -> dict[str, GroupSpec]:
 
 def _parse_group(name: str, body: Any, keys: Keys, names: _Names, owner: dict[str, str]) -> GroupSpec:
     body = _mapping(body, keys)
-    _known_keys(body, keys, _GROUP_KEYS)
+    _known_keys(body, keys, _GROUP_KEYS, names.ignored)
     return GroupSpec(
         name=name,
         members=_members(name, body.get("members"), (*keys, "members"), names, owner),
@@ -217,7 +224,7 @@ def _members(group: str, value: Any, keys: Keys, names: _Names, owner: dict[str,
 
 
 def _flag(body: Mapping[str, Any], keys: Keys, key: str, default: bool) -> bool:
-    value = body.get(key)
+    value = go_bool(body.get(key))
     if value is None:
         return default
     if not isinstance(value, bool):
@@ -228,7 +235,7 @@ def _flag(body: Mapping[str, Any], keys: Keys, key: str, default: bool) -> bool:
 # ------------------------------------------------------------------------------ matrix
 def _parse_matrix(block: _Block, names: _Names) -> MatrixSpec:
     body = _mapping(block.value, block.keys)
-    _known_keys(body, block.keys, _MATRIX_KEYS)
+    _known_keys(body, block.keys, _MATRIX_KEYS, names.ignored)
     variables = _parse_vars(body.get("vars"), (*block.keys, "vars"), names)
 
     def resolve(name: str) -> str:
@@ -272,15 +279,15 @@ def _parse_set_texts(value: Any, keys: Keys) -> dict[str, str]:
 def _parse_priorities(value: Any, names: _Names) -> dict[str, int]:
     """routing.scheduler: only fifo exists; its priorities accept model IDs or aliases."""
     scheduler = _mapping(value, _SCHEDULER)
-    _known_keys(scheduler, _SCHEDULER, ("use", "settings"))
+    _known_keys(scheduler, _SCHEDULER, ("use", "settings"), names.ignored)
     if scheduler.get("use") not in (None, "fifo"):
         raise RoutingError((*_SCHEDULER, "use"), 'must be "fifo"')
     keys = (*_SCHEDULER, "settings")
     settings = _mapping(scheduler.get("settings"), keys)
-    _known_keys(settings, keys, ("fifo",))
+    _known_keys(settings, keys, ("fifo",), names.ignored)
     keys = (*keys, "fifo")
     fifo = _mapping(settings.get("fifo"), keys)
-    _known_keys(fifo, keys, ("priority",))
+    _known_keys(fifo, keys, ("priority",), names.ignored)
     keys = (*keys, "priority")
 
     def resolve(name: str) -> str:
@@ -298,9 +305,10 @@ def _ints_by_model(
     """Integers keyed by model ID, given under any name ``resolve`` accepts; one per model."""
     values: dict[str, int] = {}
     given_as: dict[str, str] = {}
-    for name, value in table.items():
+    for name, raw in table.items():
         here = (*keys, name)
         model = _resolved(resolve, name, here)
+        value = go_int(raw)
         if isinstance(value, bool) or not isinstance(value, int) or (positive and value < 1):
             raise RoutingError(here, "must be a positive integer" if positive else "must be an integer")
         if model in values:
@@ -320,12 +328,14 @@ def _mapping(value: Any, keys: Keys) -> dict[str, Any]:
     return value
 
 
-def _known_keys(body: Mapping[str, Any], keys: Keys, known: tuple[str, ...]) -> None:
+def _known_keys(body: Mapping[str, Any], keys: Keys, known: tuple[str, ...], ignored: list[Keys]) -> None:
+    """An unknown key is an error if it looks like a typo of a known one, else it is
+    added to ``ignored`` (llama-swap ignores keys it does not know)."""
     for key in body:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
-            raise RoutingError((*keys, key), "unknown key" + hint)
+            if near_miss(str(key), known) is not None:
+                raise RoutingError((*keys, key), unknown_key(str(key), known))
+            ignored.append((*keys, key))
 
 
 def _text(value: Any, keys: Keys) -> str:

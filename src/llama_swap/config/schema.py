@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from llama_swap.config.fields import (
+    UNKNOWN_KEY_IGNORED,
     ClientTimeouts,
     KeyPath,
     NonEmptyText,
@@ -168,8 +169,9 @@ class Config(Section):
     def _settle(self, info: ValidationInfo) -> Self:
         """Bind ids and ports (from the loader's context), inherit globals, check names.
 
-        The loader's context also says where the config came from and how to point at a
-        key path in a message (`locate`), used for warnings.
+        The loader's context also says where the config came from, how to point at a key
+        path in a message (`locate`), used for warnings, and which unknown keys it dropped
+        (`ignored`, warnings already located).
         """
         context = info.context or {}
         self._source_path = context.get("source", "")
@@ -203,7 +205,9 @@ class Config(Section):
             raise PathErrors(spillover)
         self._preload, skipped = resolve_preload(names, self.hooks.on_startup.preload)
         locate: Locate = context.get("locate", _unlocated)
-        self._warnings = [locate(note.path, note.message) for note in skipped]
+        self._warnings = list(context.get("ignored", []))  # unknown keys dropped by the loader
+        self._warnings += [locate(keys, UNKNOWN_KEY_IGNORED) for keys in self._routing.ignored]
+        self._warnings += [locate(note.path, note.message) for note in skipped]
         if self.forward_api_keys and not self.api_keys:
             self._warnings.append(locate(("forwardApiKeys",), "has no effect without apiKeys"))
         self._warnings += _hide_credential_headers(self.ui.activity, locate)

@@ -109,9 +109,12 @@ class _LineNotes(NamedTuple):
     lines: Lines
 
     def note(self, path: KeyPath, lookup: Any, key: Any) -> None:
-        """Record a key's 1-based line; keys pulled in by `<<:` merges have none."""
+        """Record a key's 1-based line; keys pulled in by `<<:` merges have none (ruamel
+        raises KeyError for some and answers None for those merged from a `<<: [*a]` list)."""
         with contextlib.suppress(KeyError):
-            self.lines[path] = Location(self.source, lookup(key)[0] + 1)
+            position = lookup(key)
+            if position is not None:
+                self.lines[path] = Location(self.source, position[0] + 1)
 
 
 def _plain(node: Any, path: KeyPath, notes: _LineNotes) -> Any:
